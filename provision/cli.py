@@ -1,0 +1,57 @@
+"""The command line: a thin layer that parses arguments and runs one command module.
+
+Each command lives in `provision/commands/<name>.py` with `register(subparsers)` and
+`run(args) -> int`. Heavy imports happen inside `run`, so `--help` and argument
+errors stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from provision import __version__
+from provision.errors import EXIT_INTERRUPTED, ProvisionError
+
+COMMANDS = ("check",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ollama-provision",
+        description="Make this machine, a CI runner or a fleet ready to run local LLMs "
+        "with Ollama.",
+        epilog="Exit codes: 0 ready, 1 not ready (missing or failed models), 2 usage or "
+        "input error, 3 server unreachable, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"provision.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    if getattr(args, "verbose", False):
+        logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except ProvisionError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""`ollama-provision check [MODEL...]`: is the server ready, and are these models there?"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from provision.commands import common_options, positive_float
+from provision.errors import EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE
+
+SCHEMA = "ollama-provision.check/1"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        parents=[common_options()],
+        help="is an Ollama server ready here? (diagnoses what is wrong)",
+        description="Check that an Ollama server answers, and that MODELs are present. "
+        "Exit 0 ready, 1 reachable but models missing, 2 input error, 3 unreachable.",
+    )
+    parser.add_argument("models", nargs="*", metavar="MODEL", help="models that must be present")
+    parser.add_argument(
+        "--wait",
+        type=positive_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep trying (with backoff) until the server answers or this time runs out",
+    )
+    parser.add_argument(
+        "--min-version",
+        metavar="X.Y.Z",
+        help="also require at least this server version (not ready otherwise)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from provision.host import resolve_host
+    from provision.names import parse_names
+    from provision.output import Output
+    from provision.readiness import check_readiness
+
+    out = Output(json_mode=args.json, quiet=args.quiet)
+    names = parse_names(args.models)  # invalid names fail here, before any request
+    address = resolve_host(args.host)
+    for note in address.notes:
+        out.warn(note)
+    report = check_readiness(
+        address, names, wait=args.wait, min_version=args.min_version,
+        on_wait=_waiting_printer(out) if args.wait else None,
+    )
+    if args.json:
+        out.emit_json(to_json(report))
+    elif out.terminal:
+        _render_rich(report, out)
+    else:
+        _render_plain(report, out)
+    if report.diagnosis is not None:
+        _render_diagnosis(report, out)
+    for warning in report.warnings:
+        out.warn(warning)
+    return report.exit_code
+
+
+def _waiting_printer(out: Any) -> Any:
+    last = {"kind": None, "at": 0.0}
+
+    def on_wait(result: Any, remaining: float) -> None:
+        kind = result.diagnosis.kind if result.diagnosis else None
+        now = time.monotonic()
+        if kind != last["kind"] or now - last["at"] >= 10:
+            out.info(f"waiting for Ollama at {result.address.url}: "
+                     f"{result.diagnosis.message} ({remaining:.0f} s left)")
+            last.update(kind=kind, at=now)
+
+    return on_wait
+
+
+def to_json(report: Any) -> dict[str, Any]:
+    diagnosis = report.diagnosis
+    return {
+        "schema": SCHEMA,
+        "ready": report.exit_code == EXIT_OK,
+        "exit_code": report.exit_code,
+        "server": {
+            "url": report.address.url,
+            "source": report.address.source,
+            "reachable": diagnosis is None,
+            "version": report.version,
+            "model_count": report.model_count,
+            "responses_api": report.responses_api,
+        },
+        "diagnosis": None if diagnosis is None else {
+            "kind": diagnosis.kind,
+            "message": diagnosis.message,
+            "fixes": list(diagnosis.fixes),
+            "detail": diagnosis.detail,
+        },
+        "models": [
+            {
+                "name": m.name.short,
+                "present": m.installed is not None,
+                "size": m.installed.size if m.installed else None,
+                "parameter_size": m.installed.parameter_size if m.installed else None,
+                "quantization": m.installed.quantization if m.installed else None,
+                "digest": m.installed.digest if m.installed else None,
+            }
+            for m in report.models
+        ],
+        "warnings": list(report.warnings),
+    }
+
+
+def _render_diagnosis(report: Any, out: Any) -> None:
+    diagnosis = report.diagnosis
+    out.error(diagnosis.message)
+    for fix in diagnosis.fixes:
+        out.info(f"  fix: {fix}")
+    if diagnosis.detail:
+        out.info(f"  ({diagnosis.detail})")
+
+
+def _model_line(m: Any) -> str:
+    from provision.output import human_bytes
+
+    if m.installed is None:
+        return f"model {m.name.short}: missing (pull it: ollama-provision pull {m.name.short})"
+    facts = [human_bytes(m.installed.size)]
+    facts += [f for f in (m.installed.parameter_size, m.installed.quantization) if f]
+    return f"model {m.name.short}: present ({', '.join(facts)})"
+
+
+def _render_plain(report: Any, out: Any) -> None:
+    if report.diagnosis is not None:
+        out.line(f"ollama: unreachable at {report.address.url}")
+        return
+    out.line(f"ollama: {report.version or 'unknown version'} at {report.address.url} "
+             f"({report.model_count} models) - {'ready' if report.exit_code == 0 else 'not ready'}")
+    for m in report.models:
+        out.line(_model_line(m))
+
+
+def _render_rich(report: Any, out: Any) -> None:
+    from rich.table import Table
+
+    from provision.output import human_bytes
+
+    console = out.console
+    if report.diagnosis is not None:
+        console.print(f"[bold red]✗[/] Ollama unreachable at {report.address.url}")
+        return
+    mark = "[bold green]✓[/]" if report.exit_code == 0 else "[bold yellow]![/]"
+    console.print(
+        f"{mark} Ollama [bold]{report.version or '?'}[/] at {report.address.url} "
+        f"[dim]({report.address.describe_source()}, {report.model_count} models)[/]"
+    )
+    if not report.models:
+        return
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    for column in ("model", "status", "size", "params", "quant"):
+        table.add_column(column, style="bold" if column == "model" else None)
+    for m in report.models:
+        if m.installed is None:
+            table.add_row(m.name.short, "[red]missing[/]", "", "", "")
+        else:
+            table.add_row(m.name.short, "[green]present[/]", human_bytes(m.installed.size),
+                          m.installed.parameter_size, m.installed.quantization)
+    console.print(table)
+    if report.exit_code == EXIT_NOT_READY:
+        missing = " ".join(m.name.short for m in report.models if m.installed is None)
+        if missing:
+            console.print(f"pull the missing models: [bold]ollama-provision pull {missing}[/]")
+
+
+__all__ = ["register", "run", "to_json", "EXIT_UNREACHABLE"]

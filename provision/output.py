@@ -1,0 +1,99 @@
+"""Where text goes: results on stdout, messages and guidance on stderr.
+
+Three modes: a rich view on a terminal, plain lines when not a terminal (CI logs,
+pipes), and `--json` (one JSON document on stdout, nothing else there). rich is
+imported only when a terminal view is actually drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def stream_is_terminal(stream: IO[str], environ: dict[str, str] | None = None) -> bool:
+    """A terminal, or forced like rich does it (FORCE_COLOR); TERM=dumb never is."""
+    env = os.environ if environ is None else environ
+    if env.get("TERM") == "dumb":
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class Output:
+    def __init__(
+        self,
+        *,
+        json_mode: bool = False,
+        quiet: bool = False,
+        stdout: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+        terminal: bool | None = None,
+    ) -> None:
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self.terminal = (
+            stream_is_terminal(self.stdout) if terminal is None else terminal
+        ) and not json_mode
+        self._console: Console | None = None
+        self._err_console: Console | None = None
+
+    # stderr: messages, warnings, guidance
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=self.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=self.stderr, flush=True)
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        print(f"error: {message}", file=self.stderr, flush=True)
+        if hint:
+            print(f"hint: {hint}", file=self.stderr, flush=True)
+
+    # stdout: results
+    def line(self, text: str = "") -> None:
+        if not self.quiet:
+            print(text, file=self.stdout, flush=True)
+
+    def emit_json(self, document: Any) -> None:
+        self.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+        self.stdout.flush()
+
+    @property
+    def console(self) -> Console:
+        """rich console on stdout (terminal mode only)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stdout, force_terminal=self.terminal,
+                                    highlight=False)
+        return self._console
+
+    @property
+    def err_console(self) -> Console:
+        if self._err_console is None:
+            from rich.console import Console
+
+            self._err_console = Console(
+                file=self.stderr, force_terminal=stream_is_terminal(self.stderr), highlight=False
+            )
+        return self._err_console
+
+
+def human_bytes(n: float) -> str:
+    """Like the Ollama CLI: decimal units, 1 decimal (4.7 GB, 85 MB)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -1,0 +1,217 @@
+"""The model registry (registry.ollama.ai or the host in a model's name), read directly.
+
+Used before anything is downloaded: the manifest (what a pull would fetch, and how
+big), the config blob (quantization, parameter size), and byte ranges of the weights
+blob (the GGUF header). Handles the Docker-registry Bearer-token challenge.
+
+`OLLAMA_PROVISION_REGISTRY` (a base URL) replaces the default registry: for mirrors,
+air-gapped setups and this project's tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from provision.errors import EXIT_NOT_READY, ProvisionError
+from provision.http import Timeouts, client
+from provision.names import DEFAULT_HOST, ModelName
+
+if TYPE_CHECKING:
+    import httpx
+
+MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
+WEIGHTS_MEDIA_TYPE = "application/vnd.ollama.image.model"
+REGISTRY_ENV = "OLLAMA_PROVISION_REGISTRY"
+
+
+class RegistryError(ProvisionError):
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+        super().__init__(message, exit_code=EXIT_NOT_READY, hint=hint)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Layer:
+    media_type: str
+    digest: str  # "sha256:<64 hex>"
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: ModelName
+    config: Layer
+    layers: tuple[Layer, ...]
+    raw: bytes
+
+    @property
+    def total_size(self) -> int:
+        """Bytes a pull downloads: every layer plus the config blob."""
+        return self.config.size + sum(layer.size for layer in self.layers)
+
+    @property
+    def weights(self) -> Layer | None:
+        return next((x for x in self.layers if x.media_type == WEIGHTS_MEDIA_TYPE), None)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The config blob: what `ollama show` calls details."""
+
+    model_format: str
+    model_family: str
+    model_type: str  # parameter size, e.g. "8.0B"
+    file_type: str  # quantization, e.g. "Q4_K_M"
+
+
+def registry_base_url(name: ModelName, *, insecure: bool = False,
+                      environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    if name.host.lower() == DEFAULT_HOST and env.get(REGISTRY_ENV):
+        return env[REGISTRY_ENV].rstrip("/")
+    scheme = "http" if insecure else "https"
+    return f"{scheme}://{name.host}"
+
+
+class RegistryClient:
+    """One registry session: remembers Bearer tokens per repository scope."""
+
+    def __init__(self, *, insecure: bool = False, environ: dict[str, str] | None = None,
+                 timeouts: Timeouts = Timeouts(connect=5.0, read=30.0)) -> None:
+        self.insecure = insecure
+        self.environ = dict(os.environ if environ is None else environ)
+        self.timeouts = timeouts
+        self.requests = 0  # HTTP requests made (benchmarks report it)
+        self.bytes_read = 0  # body bytes received
+        self._clients: dict[str, httpx.Client] = {}
+        self._tokens: dict[str, str] = {}
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for http in self._clients.values():
+            http.close()
+        self._clients.clear()
+
+    def _client(self, base: str) -> httpx.Client:
+        if base not in self._clients:
+            from provision.host import is_loopback_host
+
+            host = base.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+            self._clients[base] = client(base, loopback=is_loopback_host(host),
+                                         timeouts=self.timeouts)
+        return self._clients[base]
+
+    def _get(self, name: ModelName, path: str, headers: dict[str, str]) -> httpx.Response:
+        import httpx
+
+        base = registry_base_url(name, insecure=self.insecure, environ=self.environ)
+        http = self._client(base)
+        scope = f"repository:{name.repository}:pull"
+        for attempt in range(2):
+            sent = dict(headers)
+            if scope in self._tokens:
+                sent["Authorization"] = f"Bearer {self._tokens[scope]}"
+            try:
+                response = http.get(path, headers=sent, follow_redirects=True)
+            except httpx.HTTPError as exc:
+                raise RegistryError(
+                    f"cannot reach the registry {base} for {name.short}: {exc}",
+                    hint="--insecure uses plain HTTP for a self-hosted registry"
+                    if not self.insecure and "SSL" in str(exc) else None,
+                ) from exc
+            self.requests += 1
+            self.bytes_read += len(response.content)
+            if response.status_code == 401 and attempt == 0:
+                challenge = response.headers.get("www-authenticate", "")
+                if challenge.lower().startswith("bearer"):
+                    self._tokens[scope] = self._fetch_token(http, challenge, scope)
+                    continue
+            return response
+        return response
+
+    def _fetch_token(self, http: httpx.Client, challenge: str, scope: str) -> str:
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", None)
+        if not realm:
+            raise RegistryError(f"registry sent an unusable auth challenge: {challenge}")
+        params.setdefault("scope", scope)
+        response = http.get(realm, params=params)
+        self.requests += 1
+        self.bytes_read += len(response.content)
+        try:
+            body = response.json()
+            return str(body.get("token") or body["access_token"])
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise RegistryError(
+                f"registry token request failed (HTTP {response.status_code})",
+                status=response.status_code,
+            ) from exc
+
+    def manifest(self, name: ModelName) -> Manifest:
+        response = self._get(name, f"/v2/{name.repository}/manifests/{name.tag}",
+                             {"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            raise RegistryError(
+                f"{name.short} is not in the registry ({name.host}): check the model name "
+                "and tag",
+                status=404,
+                hint=f"available tags: https://ollama.com/library/{name.model}/tags"
+                if name.host.lower() == DEFAULT_HOST else None,
+            )
+        if response.status_code != 200:
+            raise RegistryError(
+                f"registry answered HTTP {response.status_code} for {name.short}",
+                status=response.status_code,
+            )
+        try:
+            data = response.json()
+            layers = tuple(_layer(x) for x in data["layers"])
+            return Manifest(name=name, config=_layer(data["config"]), layers=layers,
+                            raw=response.content)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"registry sent an unreadable manifest for {name.short}") from exc
+
+    def blob(self, name: ModelName, digest: str, *, start: int = 0,
+             end: int | None = None) -> bytes:
+        """Bytes [start, end] (inclusive) of a blob; the whole blob when end is None and start 0."""
+        headers = {}
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end}"
+        response = self._get(name, f"/v2/{name.repository}/blobs/{digest}", headers)
+        if response.status_code not in (200, 206):
+            raise RegistryError(
+                f"registry answered HTTP {response.status_code} for blob {digest[:19]} "
+                f"of {name.short}",
+                status=response.status_code,
+            )
+        content = response.content
+        if response.status_code == 200 and headers:
+            # A registry that ignores Range sends everything: keep only what was asked.
+            content = content[start: None if end is None else end + 1]
+        return content
+
+    def config(self, manifest: Manifest) -> ModelConfig:
+        try:
+            data = json.loads(self.blob(manifest.name, manifest.config.digest))
+        except ValueError as exc:
+            raise RegistryError(f"unreadable config blob for {manifest.name.short}") from exc
+        return ModelConfig(
+            model_format=str(data.get("model_format") or ""),
+            model_family=str(data.get("model_family") or ""),
+            model_type=str(data.get("model_type") or ""),
+            file_type=str(data.get("file_type") or ""),
+        )
+
+
+def _layer(data: dict) -> Layer:
+    return Layer(media_type=str(data.get("mediaType", "")), digest=str(data["digest"]),
+                 size=int(data["size"]))
