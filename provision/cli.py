@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from provision import __version__
@@ -40,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if getattr(args, "verbose", False):
+        import logging
+
         logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s")
     try:
         return int(args.run(args))

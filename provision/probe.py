@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from provision import local_install
 from provision.host import ServerAddress
 from provision.http import Timeouts, client, proxy_for
 
@@ -110,13 +109,15 @@ def _probe(
 
     proxy = None if address.is_loopback else proxy_for(address.url, env)
     try:
-        root = http.get("/")
-        if root.status_code == 200 and root.text.strip() == OLLAMA_BANNER:
-            return None, _version(http)
-        # Some reverse proxies serve their own page at `/` but pass the API through.
+        # /api/version proves it is Ollama and gives the version in one request; `/`
+        # (the "Ollama is running" banner) is asked only when that fails, to tell an
+        # Ollama behind a path-rewriting proxy from another program on the port.
         version = _version(http)
         if version is not None:
             return None, version
+        root = http.get("/")
+        if root.status_code == 200 and root.text.strip() == OLLAMA_BANNER:
+            return None, None
         return _not_ollama(root, address, proxy), None
     except httpx.ProxyError as exc:
         return _proxy_failure(address, proxy, str(exc)), None
@@ -152,16 +153,18 @@ def _probe(
 
 
 def _version(http: httpx.Client) -> str | None:
-    import httpx
+    """The version from /api/version, or None when the answer is not Ollama's.
 
+    Connection-level errors propagate: they are what the caller diagnoses.
+    """
+    response = http.get("/api/version")
+    if response.status_code != 200:
+        return None
     try:
-        response = http.get("/api/version")
-        if response.status_code == 200:
-            version = response.json().get("version")
-            return str(version) if version is not None else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        pass
-    return None
+        version = response.json().get("version")
+    except (ValueError, AttributeError):
+        return None
+    return str(version) if version is not None else None
 
 
 def _describe_answer(response: httpx.Response) -> str:
@@ -326,6 +329,8 @@ def _refused(address: ServerAddress, text: str, env: dict[str, str]) -> Diagnosi
             ),
             detail=text,
         )
+    from provision import local_install  # only on this path: keeps `check` imports small
+
     install = local_install.detect_install(environ=env)
     if install.installed:
         where = install.binary or install.systemd_unit or install.mac_app

@@ -20,8 +20,13 @@ from provision.versions import (
 
 @dataclass(frozen=True)
 class ModelStatus:
-    name: ModelName
+    name: ModelName  # as asked for
     installed: InstalledModel | None
+
+    @property
+    def display_name(self) -> str:
+        """The server's own spelling when present (it may differ in case from the request)."""
+        return (self.installed.name if self.installed else self.name).short
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,16 @@ def check_readiness(
         minimum = parse_version(min_version)
         if minimum is None:
             raise UsageError(f"--min-version '{min_version}' is not a version like 0.13.4")
-    result = wait_for_server(address, wait, on_retry=on_wait) if wait > 0 else probe(address)
-    if result.diagnosis is not None:
-        return Readiness(address=address, exit_code=EXIT_UNREACHABLE, diagnosis=result.diagnosis)
-
     from provision.http import client
 
     with client(address.url, loopback=address.is_loopback) as http:
+        if wait > 0:
+            result = wait_for_server(address, wait, on_retry=on_wait)
+        else:
+            result = probe(address, http=http)
+        if result.diagnosis is not None:
+            return Readiness(address=address, exit_code=EXIT_UNREACHABLE,
+                             diagnosis=result.diagnosis)
         inventory = fetch_inventory(http)
     statuses = tuple(ModelStatus(name, inventory.find(name)) for name in names)
     warnings: list[str] = []

@@ -100,7 +100,7 @@ def to_json(report: Any) -> dict[str, Any]:
         },
         "models": [
             {
-                "name": m.name.short,
+                "name": m.display_name,
                 "present": m.installed is not None,
                 "size": m.installed.size if m.installed else None,
                 "parameter_size": m.installed.parameter_size if m.installed else None,
@@ -129,7 +129,7 @@ def _model_line(m: Any) -> str:
         return f"model {m.name.short}: missing (pull it: ollama-provision pull {m.name.short})"
     facts = [human_bytes(m.installed.size)]
     facts += [f for f in (m.installed.parameter_size, m.installed.quantization) if f]
-    return f"model {m.name.short}: present ({', '.join(facts)})"
+    return f"model {m.display_name}: present ({', '.join(facts)})"
 
 
 def _render_plain(report: Any, out: Any) -> None:
@@ -165,7 +165,7 @@ def _render_rich(report: Any, out: Any) -> None:
         if m.installed is None:
             table.add_row(m.name.short, "[red]missing[/]", "", "", "")
         else:
-            table.add_row(m.name.short, "[green]present[/]", human_bytes(m.installed.size),
+            table.add_row(m.display_name, "[green]present[/]", human_bytes(m.installed.size),
                           m.installed.parameter_size, m.installed.quantization)
     console.print(table)
     if report.exit_code == EXIT_NOT_READY:
