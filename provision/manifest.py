@@ -1,0 +1,276 @@
+"""The declarative config `apply` runs from: TOML in, typed dataclasses out.
+
+Every key is checked: an unknown key is an error (a typo must not silently do
+nothing), and each error names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from provision.errors import UsageError
+from provision.names import parse_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+BUILTIN_DEFAULT = "default.toml"  # shipped in provision/data/, same text as configs/default.toml
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    host: str | None = None  # None: --host, else $OLLAMA_HOST, else the default
+    wait: float = 30.0  # seconds to wait for a server that is starting
+    start: bool = False  # start `ollama serve` when installed but not running
+    connect_timeout: float = 3.0
+    read_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str | None = None  # a model to pull, or the name of a custom model to create
+    choose: tuple[str, ...] = ()  # candidates, best first: the first that fits is used
+    num_ctx: int | None = None
+    keep_alive: str | None = None
+    required: bool = True
+    base: str | None = None  # `from`: build a custom model on the server from this model
+    system: str | None = None
+    template: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_custom(self) -> bool:
+        return self.base is not None
+
+
+@dataclass(frozen=True)
+class PullSpec:
+    parallel: int = 1
+    retries: int = 5
+    stall_timeout: float = 60.0
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class CodexSpec:
+    enabled: bool = True
+    model: str | None = None  # default: the first required model
+    profile: str = "ollama"
+    set_default: bool = False
+    codex_home: str | None = None  # default: $CODEX_HOME, else ~/.codex
+    provider_id: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifySpec:
+    enabled: bool = True
+    load: bool = True
+    generate: bool = True
+    prompt: str = "Reply with one word: ready"
+    num_predict: int = 16
+    min_tokens_per_second: float = 0.0
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    require_gpu: bool = False
+    allow_cpu: bool = True
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str  # the file it came from ("built-in default.toml" for the default)
+    server: ServerSpec = ServerSpec()
+    models: tuple[ModelSpec, ...] = ()
+    pull: PullSpec = PullSpec()
+    codex: CodexSpec = CodexSpec()
+    verify: VerifySpec = VerifySpec()
+    hardware: HardwareSpec = HardwareSpec()
+
+
+# --- validation ---------------------------------------------------------------------------
+
+Check = Callable[[Any], bool]
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _nonneg_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+
+def _int_at_least(minimum: int) -> Check:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _is_name_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)
+
+
+def _is_table(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+# key -> (check, what is expected, dataclass field name)
+_SECTIONS: dict[str, dict[str, tuple[Check, str, str]]] = {
+    "server": {
+        "host": (_is_str, "a string like 'http://127.0.0.1:11434'", "host"),
+        "wait": (_nonneg_number, "seconds (a number >= 0)", "wait"),
+        "start": (_is_bool, "true or false", "start"),
+        "connect_timeout": (_nonneg_number, "seconds (a number >= 0)", "connect_timeout"),
+        "read_timeout": (_nonneg_number, "seconds (a number >= 0)", "read_timeout"),
+    },
+    "pull": {
+        "parallel": (_int_at_least(1), "an integer >= 1", "parallel"),
+        "retries": (_int_at_least(0), "an integer >= 0", "retries"),
+        "stall_timeout": (_nonneg_number, "seconds (a number >= 0)", "stall_timeout"),
+        "insecure": (_is_bool, "true or false", "insecure"),
+    },
+    "codex": {
+        "enabled": (_is_bool, "true or false", "enabled"),
+        "model": (_is_str, "a model name", "model"),
+        "profile": (_is_str, "a profile name", "profile"),
+        "set_default": (_is_bool, "true or false", "set_default"),
+        "codex_home": (_is_str, "a directory path", "codex_home"),
+        "provider_id": (_is_str, "a provider id", "provider_id"),
+    },
+    "verify": {
+        "enabled": (_is_bool, "true or false", "enabled"),
+        "load": (_is_bool, "true or false", "load"),
+        "generate": (_is_bool, "true or false", "generate"),
+        "prompt": (_is_str, "a string", "prompt"),
+        "num_predict": (_int_at_least(1), "an integer >= 1", "num_predict"),
+        "min_tokens_per_second": (_nonneg_number, "a number >= 0", "min_tokens_per_second"),
+    },
+    "hardware": {
+        "require_gpu": (_is_bool, "true or false", "require_gpu"),
+        "allow_cpu": (_is_bool, "true or false", "allow_cpu"),
+    },
+}
+_MODEL_KEYS: dict[str, tuple[Check, str, str]] = {
+    "name": (_is_str, "a model name like 'llama3.2:3b'", "name"),
+    "choose": (_is_name_list, "a non-empty list of model names, best first", "choose"),
+    "num_ctx": (_int_at_least(256), "an integer >= 256 (tokens)", "num_ctx"),
+    "keep_alive": (lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+                   "a duration like '30m' or seconds", "keep_alive"),
+    "required": (_is_bool, "true or false", "required"),
+    "from": (_is_str, "the model a custom model is built from", "base"),
+    "system": (_is_str, "a string", "system"),
+    "template": (_is_str, "a string", "template"),
+    "parameters": (_is_table, "a table of Modelfile parameters", "parameters"),
+}
+_TOP = {"server", "models", "pull", "codex", "verify", "hardware"}
+
+
+def _fail(source: str, key: str, message: str) -> UsageError:
+    return UsageError(f"{source}: {key}: {message}")
+
+
+def _did_you_mean(key: str, known: set[str] | dict[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _fields(source: str, prefix: str, table: Any,
+            schema: dict[str, tuple[Check, str, str]]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise _fail(source, prefix, "expected a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in schema:
+            raise _fail(source, f"{prefix}.{key}",
+                        "unknown key" + _did_you_mean(key, schema)
+                        + f"; allowed: {', '.join(schema)}")
+        check, expected, attr = schema[key]
+        if not check(value):
+            raise _fail(source, f"{prefix}.{key}", f"expected {expected}, got {value!r}")
+        values[attr] = tuple(value) if key == "choose" else value
+    return values
+
+
+def _model(source: str, index: int, table: Any) -> ModelSpec:
+    prefix = f"models[{index}]"
+    values = _fields(source, prefix, table, _MODEL_KEYS)
+    if "keep_alive" in values:
+        values["keep_alive"] = str(values["keep_alive"])
+    has_name, has_choose = "name" in values, "choose" in values
+    if has_name == has_choose:
+        raise _fail(source, prefix, "give exactly one of 'name' (a model) or 'choose' "
+                    "(candidates, best first)")
+    if has_choose and "base" in values:
+        raise _fail(source, prefix, "'choose' cannot be combined with 'from'")
+    custom_only = {"system", "template", "parameters"} & set(values)
+    if custom_only and "base" not in values:
+        raise _fail(source, f"{prefix}.{sorted(custom_only)[0]}",
+                    "only a custom model (with 'from') takes system/template/parameters")
+    for key in ("name", "base"):
+        if key in values:
+            _check_name(source, f"{prefix}.{'from' if key == 'base' else key}", values[key])
+    for i, candidate in enumerate(values.get("choose", ())):
+        _check_name(source, f"{prefix}.choose[{i}]", candidate)
+    return ModelSpec(**values)
+
+
+def _check_name(source: str, key: str, text: str) -> None:
+    try:
+        parse_name(text)
+    except UsageError as exc:
+        raise _fail(source, key, exc.message) from None
+
+
+def parse_manifest(text: str, source: str) -> Manifest:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{source}: invalid TOML: {exc}") from None
+    for key in data:
+        if key not in _TOP:
+            raise _fail(source, key, "unknown section" + _did_you_mean(key, _TOP)
+                        + f"; allowed: {', '.join(sorted(_TOP))}")
+    models_raw = data.get("models", [])
+    if not isinstance(models_raw, list):
+        raise _fail(source, "models", "expected [[models]] tables")
+    models = tuple(_model(source, i, m) for i, m in enumerate(models_raw))
+    custom = {parse_name(m.name).key for m in models if m.is_custom and m.name}
+    plain = [m for m in models if not m.is_custom and m.name]
+    for m in plain:
+        if parse_name(m.name or "").key in custom:
+            raise _fail(source, "models", f"'{m.name}' is declared both as a custom model "
+                        "and as a model to pull")
+    sections = {
+        name: cls(**_fields(source, name, data[name], _SECTIONS[name]))
+        for name, cls in (("server", ServerSpec), ("pull", PullSpec), ("codex", CodexSpec),
+                          ("verify", VerifySpec), ("hardware", HardwareSpec))
+        if name in data
+    }
+    return Manifest(source=source, models=models, **sections)
+
+
+def load_manifest(path: str | None) -> Manifest:
+    """Read `-f FILE`, or the built-in default when no file is given."""
+    if path is None:
+        from importlib.resources import files
+
+        text = files("provision").joinpath("data", BUILTIN_DEFAULT).read_text(encoding="utf-8")
+        return parse_manifest(text, f"built-in {BUILTIN_DEFAULT}")
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read: {exc}") from None
+    return parse_manifest(text, path)

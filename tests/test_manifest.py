@@ -1,0 +1,72 @@
+"""The apply manifest: shipped configs load; bad ones say file, key and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provision.errors import UsageError
+from provision.manifest import load_manifest, parse_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_builtin_default_is_the_configs_default() -> None:
+    shipped = (ROOT / "provision" / "data" / "default.toml").read_text()
+    assert (ROOT / "configs" / "default.toml").read_text() == shipped
+    manifest = load_manifest(None)
+    assert manifest.source == "built-in default.toml"
+    (model,) = manifest.models
+    assert model.choose and model.choose[0] == "qwen2.5-coder:32b"
+    assert manifest.codex.profile == "ollama" and manifest.codex.set_default is False
+
+
+@pytest.mark.parametrize("name", ["ci.toml", "workstation.toml"])
+def test_example_configs_load(name: str) -> None:
+    manifest = load_manifest(str(ROOT / "configs" / name))
+    assert manifest.models
+
+
+def test_workstation_custom_model() -> None:
+    manifest = load_manifest(str(ROOT / "configs" / "workstation.toml"))
+    reviewer = next(m for m in manifest.models if m.name == "reviewer")
+    assert reviewer.is_custom and reviewer.base == "qwen2.5-coder:14b"
+    assert reviewer.parameters["temperature"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[server]\nhots = 'x'\n", "m.toml: server.hots: unknown key (did you mean 'host'?)"),
+        ("[sever]\n", "m.toml: sever: unknown section (did you mean 'server'?)"),
+        ("[server]\nwait = 'soon'\n", "m.toml: server.wait: expected seconds"),
+        ("[[models]]\nname = 'a'\nnum_ctx = 10\n", "m.toml: models[0].num_ctx: expected an "
+         "integer >= 256"),
+        ("[[models]]\nnum_ctx = 4096\n", "m.toml: models[0]: give exactly one of 'name'"),
+        ("[[models]]\nname = 'a'\nchoose = ['b']\n", "give exactly one of 'name'"),
+        ("[[models]]\nname = 'llama 3'\n", "m.toml: models[0].name: invalid model name"),
+        ("[[models]]\nchoose = ['ok', 'bad name']\n", "models[0].choose[1]: invalid model name"),
+        ("[[models]]\nname = 'a'\nsystem = 'x'\n", "only a custom model (with 'from')"),
+        ("[[models]]\nname = 'a'\nrequired = 'yes'\n", "models[0].required: expected true or "
+         "false, got 'yes'"),
+        ("[pull]\nparallel = 0\n", "pull.parallel: expected an integer >= 1"),
+        ("models = 3\n", "m.toml: models: expected [[models]] tables"),
+        ("[server]\nhost = \n", "m.toml: invalid TOML"),
+        ("[[models]]\nname = 'a'\n[[models]]\nname = 'a'\nfrom = 'b'\n", "declared both"),
+    ],
+)
+def test_schema_errors_name_file_key_and_expectation(text: str, expected: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_manifest(text, "m.toml")
+    assert expected in info.value.message
+
+
+def test_invalid_toml_reports_line_and_column() -> None:
+    with pytest.raises(UsageError, match=r"line 2, column"):
+        parse_manifest("[server]\nhost = \n", "m.toml")
+
+
+def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        load_manifest(str(tmp_path / "nope.toml"))
