@@ -1482,6 +1482,9 @@ _WORDS = ("The", " sky", " is", " blue", " because", " molecules", " in", " the"
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # Go's net/http (and so Ollama) sets TCP_NODELAY; without it small answers wait
+    # ~40 ms for a delayed ACK (Nagle), which no real server shows.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
 
@@ -3227,6 +3230,9 @@ def _nginx_error(code: int, reason: str) -> bytes:
 
 
 class _NginxHandler(BaseHTTPRequestHandler):
+    # Go's net/http (and so Ollama) sets TCP_NODELAY; without it small answers wait
+    # ~40 ms for a delayed ACK (Nagle), which no real server shows.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "nginx/1.24.0"
     sys_version = ""

@@ -1,0 +1,320 @@
+"""`ollama-provision hardware [MODEL...]`: what this machine can run, before downloading.
+
+Thin layer: parse, probe (or `--assume`), `provision.hardware_report.assess`, render.
+Everything heavy is imported inside `run`, so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from provision.commands import common_options
+
+if TYPE_CHECKING:
+    from provision.hardware_report import HardwareReport, ModelReport
+    from provision.machine import Machine
+    from provision.output import Output
+
+SCHEMA = "ollama-provision.hardware/1"
+GIB = 1 << 30
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "hardware",
+        parents=[common_options()],
+        help="what this machine (or --assume'd one) can run, before downloading",
+        description="Describe this machine (CPU, RAM, GPUs, disk) and judge MODELs against it: "
+        "memory needed at the context Ollama will use, where they run (GPU, partly, CPU) and "
+        "how fast, or why they do not fit and what would. Exit 0 all fit, 1 a model does "
+        "not fit (or is unknown), 2 input error.",
+    )
+    parser.add_argument("models", nargs="*", metavar="MODEL", help="models to judge")
+    parser.add_argument("--num-ctx", type=_positive_int, metavar="N",
+                        help="context length to judge at (default: what the server would use)")
+    parser.add_argument("--assume", action="append", default=[], metavar="SPEC",
+                        help="judge another machine: KEY=VALUE,... (ram=64G,gpu=2x24G,disk=1T,"
+                        "ollama=0.15.5) or a TOML/JSON profile; repeatable")
+    parser.add_argument("--require", choices=("cpu", "partial", "gpu"), default="cpu",
+                        help="least placement a model must get to pass: cpu (runs at all, "
+                        "default), partial (some layers on GPU), gpu (all on GPU)")
+    parser.add_argument("--offline", action="store_true",
+                        help="do not ask the registry: models not installed get a rough "
+                        "estimate from their tag")
+    parser.add_argument("--full-header", action="store_true",
+                        help="read whole GGUF headers (several MiB each) for exact per-layer "
+                        "sizes instead of stopping at 4 MiB")
+    parser.set_defaults(run=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: '{text}'")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from provision.hardware_report import assess
+    from provision.host import resolve_host
+    from provision.names import parse_names
+    from provision.output import Output
+
+    out = Output(json_mode=args.json, quiet=args.quiet)
+    names = parse_names(args.models)  # invalid names fail here, before any request
+    version = None
+    if args.assume:
+        from provision.assume import parse_assume
+
+        assumption = parse_assume(args.assume)
+        machine, version = assumption.machine, assumption.server_version
+        address = resolve_host(args.host) if args.host else None
+    else:
+        from provision.machine import Disk, probe_machine
+
+        address = resolve_host(args.host)
+        remote = not address.is_loopback
+        machine = probe_machine(disk=Disk(path="", source="remote", free=None) if remote
+                                else None)
+        if remote:
+            out.warn(f"the server {address.url} is another machine: this report judges this "
+                     "one (describe the server with --assume, or run this there)")
+    for note in address.notes if address else ():
+        out.warn(note)
+    report = assess(names, machine, address=address, num_ctx=args.num_ctx,
+                    require=args.require, server_version=version, offline=args.offline,
+                    header_budget=(1 << 30) if args.full_header else None)
+    if args.json:
+        out.emit_json(to_json(report))
+    elif out.terminal:
+        _render_rich(report, out)
+    else:
+        _render_plain(report, out)
+    for warning in report.warnings:
+        out.warn(warning)
+    for model in report.models:
+        if model.error:
+            out.error(model.error if model.name in model.error else
+                      f"{model.name}: {model.error}")
+    return report.exit_code
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def to_json(report: HardwareReport) -> dict[str, Any]:
+    from provision.assume import machine_to_json
+
+    return {
+        "schema": SCHEMA,
+        "ok": report.exit_code == 0,
+        "exit_code": report.exit_code,
+        "require": report.require,
+        "machine": machine_to_json(report.machine),
+        "server": {"url": report.server.url, "reachable": report.server.reachable,
+                   "version": report.server.version,
+                   "version_source": report.server.version_source},
+        "models": [_model_json(m) for m in report.models],
+        "warnings": list(report.warnings),
+    }
+
+
+def _model_json(m: ModelReport) -> dict[str, Any]:
+    needs, fit = m.needs, m.fit
+    doc: dict[str, Any] = {"name": m.name, "verdict": m.verdict, "meets_requirement": m.meets,
+                           "error": m.error}
+    if needs is None or fit is None:
+        return doc
+    doc.update({
+        "source": needs.source,
+        "detail": needs.detail,
+        "installed": needs.installed,
+        "architecture": needs.arch.name if needs.source != "rough" else None,
+        "parameter_size": needs.parameter_size or None,
+        "quantization": needs.quantization or None,
+        "download": needs.download,
+        "weights": needs.weights,
+        "exact_layers": needs.exact_layers,
+        "context": {"num_ctx": fit.settings.num_ctx, "source": fit.settings.num_ctx_source,
+                    "parallel": fit.settings.parallel, "kv_cache_type": fit.settings.kv_type,
+                    "flash_attention": fit.settings.flash_attention,
+                    "trained": needs.arch.context_length or None},
+        "memory": {"weights": fit.weights, "kv_cache": fit.kv_cache, "graph": fit.graph,
+                   "gpu_overhead": fit.gpu_overhead, "total": fit.total, "vram": fit.vram,
+                   "ram": fit.ram},
+        "where": fit.where,
+        "layers": {"on_gpu": fit.layers_on_gpu, "total": fit.layers_total},
+        "placements": [{"gpu": p.gpu, "name": p.name, "layers": p.layers, "vram": p.vram,
+                        "free": p.free} for p in fit.placements],
+        "headroom": {"vram": fit.headroom_vram, "ram": fit.headroom_ram,
+                     "disk": fit.headroom_disk},
+        "reasons": [{"kind": r.kind, "need": r.need, "have": r.have, "message": r.message}
+                    for r in fit.reasons],
+        "tokens_per_second": [round(x, 1) for x in fit.tokens_per_second]
+        if fit.tokens_per_second else None,
+        "would_fit": {"num_ctx": m.would_fit[0], "verdict": m.would_fit[1]}
+        if m.would_fit else None,
+        "alternatives": [{"name": a.name, "kind": a.kind, "verdict": a.fit.verdict,
+                          "download": a.needs.download, "memory": a.fit.total,
+                          "num_ctx": a.fit.settings.num_ctx} for a in m.alternatives],
+        "registry": {"requests": needs.requests, "bytes_read": needs.bytes_read}
+        if needs.source == "registry" else None,
+        "notes": list(fit.notes),
+    })
+    return doc
+
+
+# -- text ------------------------------------------------------------------------------------
+
+
+def _gib(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / GIB:.1f} GiB" if abs(n) >= GIB / 10 else f"{n / (1 << 20):.0f} MiB"
+
+
+def machine_lines(machine: Machine) -> list[str]:
+    cpu, mem = machine.cpu, machine.memory
+    cores = f"{cpu.logical} CPUs" if cpu.logical else "cores not given"
+    cores += f", {cpu.physical} cores" if cpu.physical else ""
+    if cpu.quota is not None:
+        cores += f", cgroup quota {cpu.quota:g}"
+    flags = " ".join(cpu.flags) or ("flags not given" if machine.source != "probed" else "no AVX")
+    lines = [f"machine: {machine.os} {machine.arch}"
+             + ("" if machine.source == "probed" else f" - {machine.source}"),
+             f"  cpu:  {cpu.model} ({cores}; {flags})",
+             f"  ram:  {_gib(mem.total)} total, {_gib(mem.available)} available"
+             + (f", swap {_gib(mem.swap_free)} free" if mem.swap_total else ", no swap")
+             + (f" (cgroup limit; host {_gib(mem.host_total)})" if mem.limit else "")]
+    if not machine.gpus:
+        lines.append("  gpu:  none")
+    for gpu in machine.gpus:
+        facts = [f"{_gib(gpu.total)}" + (" unified" if gpu.unified else ""),
+                 f"{_gib(gpu.free)} free"]
+        if gpu.compute:
+            facts.append(gpu.compute if gpu.vendor != "nvidia" else f"compute {gpu.compute}")
+        if gpu.driver:
+            facts.append(f"driver {gpu.driver}")
+        line = f"  gpu{gpu.index}: {gpu.name} ({', '.join(facts)})"
+        if not gpu.usable:
+            line += f" - not usable: {gpu.why_unusable}"
+        lines.append(line)
+    disk = machine.disk
+    if disk.free is not None and disk.source == "assumed":
+        lines.append(f"  disk: {_gib(disk.free)} free (assumed)")
+    elif disk.free is not None:
+        lines.append(f"  disk: {_gib(disk.free)} free in {disk.path} ({disk.source})")
+    else:
+        lines.append("  disk: unknown (" + ("remote server" if disk.source == "remote"
+                                             else "not given") + ")")
+    lines += [f"  note: {note}" for note in machine.notes]
+    return lines
+
+
+_HEADERS = ("model", "source", "size", "context", "memory", "where", "verdict", "tokens/s")
+
+
+def _row(m: ModelReport) -> tuple[str, ...]:
+    from provision.output import human_bytes
+
+    if m.fit is None or m.needs is None:
+        return (m.name, "-", "-", "-", "-", "-", "unknown", "-")
+    fit, needs = m.fit, m.needs
+    size = human_bytes(needs.download if needs.download else (needs.disk_size or needs.weights))
+    speed = "-"
+    if fit.tokens_per_second and fit.fits:
+        low, high = fit.tokens_per_second
+        speed = f"{low:.0f}-{high:.0f}" if low >= 10 else f"{low:.1f}-{high:.1f}"
+        speed = ">1000" if low > 1000 else speed
+    verdict = fit.verdict if m.meets or fit.verdict == "no-fit" else f"{fit.verdict} (!)"
+    return (m.name, needs.source, size, str(fit.settings.num_ctx), _gib(fit.total), fit.where,
+            verdict, speed)
+
+
+def _details(m: ModelReport) -> list[str]:
+    if m.fit is None:
+        return []
+    fit, needs = m.fit, m.needs
+    assert needs is not None
+    lines = [f"  {m.name}: weights {_gib(fit.weights)} + KV cache {_gib(fit.kv_cache)} "
+             f"({fit.settings.num_ctx} x {fit.settings.parallel}, {fit.settings.kv_type}) + "
+             f"graph {_gib(fit.graph)}"
+             + (f" + GPU minimum {_gib(fit.gpu_overhead)}" if fit.gpu_overhead else "")
+             + f"; context from {fit.settings.num_ctx_source}"]
+    if fit.placements:
+        lines.append("    on GPU: " + ", ".join(f"gpu{p.gpu} {p.layers} layers {_gib(p.vram)}"
+                                                  for p in fit.placements)
+                     + f"; in RAM: {_gib(fit.ram)}")
+    if fit.verdict != "no-fit":
+        room = [f"RAM {_gib(fit.headroom_ram)}"]
+        if fit.headroom_vram is not None:
+            room.insert(0, f"VRAM {_gib(fit.headroom_vram)}")
+        if fit.headroom_disk is not None:
+            room.append(f"disk {_gib(fit.headroom_disk)}")
+        lines.append("    headroom: " + ", ".join(room))
+    lines += [f"    does not fit: {r.message}" for r in fit.reasons]
+    if m.would_fit:
+        lines.append(f"    would run ({m.would_fit[1]}) with --num-ctx {m.would_fit[0]}")
+    lines += [f"    would fit: {a.name} ({a.kind}; {a.fit.verdict}, {_gib(a.fit.total)})"
+              for a in m.alternatives]
+    if needs.source == "rough":
+        lines.append(f"    {needs.detail}")
+    lines += [f"    note: {note}" for note in fit.notes]
+    return lines
+
+
+def _render_plain(report: HardwareReport, out: Output) -> None:
+    for line in machine_lines(report.machine):
+        out.line(line)
+    _server_line(report, out.line)
+    if not report.models:
+        return
+    rows = [_HEADERS] + [_row(m) for m in report.models]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADERS))]
+    out.line()
+    for r in rows:
+        out.line("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    for m in report.models:
+        for line in _details(m):
+            out.line(line)
+
+
+def _server_line(report: HardwareReport, emit: Any) -> None:
+    server = report.server
+    if server.url is None:
+        emit(f"server: none asked; Ollama {server.version or 'newest'} defaults assumed")
+    elif server.reachable:
+        emit(f"server: Ollama {server.version or '?'} at {server.url}")
+    else:
+        emit(f"server: unreachable at {server.url}")
+
+
+def _render_rich(report: HardwareReport, out: Output) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = out.console
+    for i, line in enumerate(machine_lines(report.machine)):
+        console.print(f"[bold]{escape(line)}[/]" if i == 0 else escape(line))
+    _server_line(report, lambda text: console.print(escape(text)))
+    if not report.models:
+        return
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    for header in _HEADERS:
+        table.add_column(header, style="bold" if header == "model" else None)
+    colour = {"gpu": "green", "partial": "yellow", "cpu": "yellow", "no-fit": "red",
+              "unknown": "red"}
+    for m in report.models:
+        cells = [escape(c) for c in _row(m)]
+        tone = colour.get(m.verdict, "") if m.meets or m.verdict == "no-fit" else "red"
+        cells[6] = f"[{tone}]{cells[6]}[/]"
+        table.add_row(*cells)
+    console.print()
+    console.print(table)
+    for m in report.models:
+        for line in _details(m):
+            console.print(escape(line), highlight=False)
