@@ -633,7 +633,7 @@ def test_gguf_header_is_real(ollama: OllamaTestServer, name: str, arch: str, blo
     layer = manifest["layers"][0]
     repo = CATALOG[f"registry.ollama.ai/library/{name}" + ("" if ":" in name else ":latest")]
     url = f"{ollama.url}/v2/library/{repo.model_name.model}/blobs/{layer['digest']}"
-    client = httpx.Client()
+    client = httpx.Client(timeout=60)  # the first header build is slow on a busy machine
 
     def fetch(offset: int, length: int) -> bytes:
         r = client.get(url, headers={"Range": f"bytes={offset}-{offset + length - 1}"})

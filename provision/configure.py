@@ -1,0 +1,445 @@
+"""Point Codex at an Ollama server: `configure_codex(request) -> ConfigResult`.
+
+The one entry point for `config` and (later) `apply`. Steps: know the consumer (the
+Codex release: flag, `codex --version`, else the newest behaviour) and the server
+(its version decides the wire API), choose the form (codex_config), edit the files
+(toml_edit, format-preserving and checked), write them safely (safe_file: lock,
+backup, atomic), then ask the real Codex whether it loads the result and put the old
+files back if this change is what broke it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provision import codex as codex_cli
+from provision import safe_file
+from provision.codex_config import (
+    DEFAULT_PROFILE,
+    FORM_SEED,
+    Auth,
+    Choice,
+    CodexRelease,
+    Plan,
+    ServerFacts,
+    check_env_name,
+    check_plain_name,
+    choose,
+    plan_edits,
+)
+from provision.errors import EXIT_NOT_READY, EXIT_OK, UsageError
+from provision.host import ServerAddress, resolve_host
+from provision.names import parse_name
+from provision.toml_edit import Op, decode, edit_text, loads, unified_diff
+
+FORMATS = ("auto", "codex", FORM_SEED)
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    model: str | None = None  # None: keep the profile's model, else Codex's default
+    host: str | None = None  # like --host; None: OLLAMA_HOST, else the default address
+    server: ServerFacts | None = None  # already probed (apply): skips the probe
+    output: Path | None = None  # a standalone file instead of $CODEX_HOME/config.toml
+    format: str = "auto"  # auto: seed with output, codex otherwise
+    codex_version: str | None = None  # None: detect `codex --version`
+    profile: str = DEFAULT_PROFILE
+    provider_id: str | None = None
+    set_default: bool = False
+    codex_home: Path | None = None  # None: $CODEX_HOME, else ~/.codex
+    env_key: str | None = None  # NAME of the variable holding an API key
+    env_http_headers: tuple[tuple[str, str], ...] = ()  # (header, variable NAME)
+    dry_run: bool = False
+    validate: bool = True  # ask the installed Codex whether it loads the result
+    codex_bin: str | None = None  # None: `codex` on PATH
+    environ: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str
+    role: str  # "config", "profile" or "output"
+    status: str  # created, changed, unchanged, would-create, would-change
+    backup: str | None = None
+    diff: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.status != "unchanged"
+
+
+@dataclass(frozen=True)
+class Validation:
+    status: str  # ok, fail, skipped (no codex, dry run, other release), error, rolled-back
+    checks: tuple[codex_cli.Verdict, ...] = ()
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CodexTarget:
+    version: str | None  # the release targeted; None: newest behaviour
+    source: str  # "flag", "detected" or "newest"
+    binary: str | None  # the codex found (for validation)
+    installed_version: str | None
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    files: tuple[FileResult, ...]
+    form: str
+    provider_id: str
+    wire_api: str | None
+    base_url: str | None
+    reason: str  # why this form, in a phrase
+    profile: str | None
+    profile_style: str | None
+    model: str | None
+    codex: CodexTarget
+    server: ServerFacts
+    set_default: bool
+    dry_run: bool
+    ready: bool
+    validation: Validation
+    migrations: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return any(f.changed for f in self.files)
+
+    @property
+    def path(self) -> str:
+        return self.files[0].path
+
+    @property
+    def backup(self) -> str | None:
+        return next((f.backup for f in self.files if f.backup), None)
+
+    @property
+    def diff(self) -> str:
+        return "".join(f.diff for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        broken = self.validation.status in ("fail", "rolled-back")
+        return EXIT_NOT_READY if broken or not self.ready else EXIT_OK
+
+    @property
+    def usage(self) -> str:
+        """How to use what was written."""
+        if self.form == FORM_SEED:
+            return ""
+        if self.set_default:
+            return "codex"
+        return f"codex --profile {self.profile}"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    state: safe_file.FileState
+    role: str
+    old: str
+    new: str
+
+
+def configure_codex(request: ConfigRequest) -> ConfigResult:
+    """Write (or, with dry_run, show) the Codex config for this server; see the module doc.
+
+    Raises ProvisionError (UsageError, exit 2) for bad input, an invalid, non-UTF-8 or
+    read-only file, a lock held too long; nothing is changed then. Everything else is
+    in the result: `exit_code` is 1 when Codex refused the result (the old files are back)
+    or when no form this Codex accepts works with this server (too old for it).
+    """
+    env = dict(os.environ if request.environ is None else request.environ)
+    warnings: list[str] = []
+    fmt = _format(request)
+    check_plain_name(request.profile, "--profile")
+    if request.provider_id is not None:
+        check_plain_name(request.provider_id, "--provider-id")
+    auth = _auth(request, env, warnings)
+    model = None
+    if request.model is not None:
+        parse_name(request.model)  # an invalid name fails here, before anything is asked
+        model = request.model.strip()  # written as given: Ollama resolves it the same way
+
+    address = request.server.address if request.server else _address(request.host, env,
+                                                                      warnings)
+    server = request.server or _probe(address, env, warnings)
+    target = _codex_target(request, env, warnings)
+    release = CodexRelease.parse(target.version)
+    if not release.known:
+        warnings.append(f"Codex {release.label} predates the releases this tool knows "
+                        "(0.20 and later); writing what Codex 0.20-0.58 reads")
+    choice = choose(release, server, fmt=fmt, provider_id=request.provider_id, auth=auth)
+
+    home, config_path = _paths(request, env)
+    if fmt == FORM_SEED and request.output is None and not release.honours_user_ollama:
+        raise UsageError(
+            f"Codex {release.label} does not read [model_providers.ollama] "
+            + ("(a load error since 0.115)" if release.rejects_ollama_table
+               else "(ignored since 0.59)") + f": not writing it into {config_path}",
+            hint="leave out --format seed (the default writes what this Codex reads), or "
+            "write the seed table elsewhere with --output FILE",
+        )
+
+    if request.dry_run:
+        pending, plan = _prepare(choice, release, server, config_path, request, model, auth,
+                                 fmt)
+        files = tuple(_file_result(p, None, dry_run=True) for p in pending)
+        for p in pending:
+            if p.old != p.new and p.state.exists and not p.state.writable:
+                warnings.append(f"{p.state.path} is read-only: a real run would refuse")
+        validation = Validation("skipped", message="dry run")
+    else:
+        with safe_file.locked(config_path):
+            pending, plan = _prepare(choice, release, server, config_path, request, model,
+                                     auth, fmt)
+            files, validation = _commit(pending, release, target, plan, request, home, env,
+                                        fmt)
+    if _model_missing(server, model or plan.model, fmt, env):
+        shown = model or plan.model
+        warnings.append(f"model {shown} is not on the server at {server.address.url} yet: "
+                        f"pull it (ollama-provision pull {shown})")
+    return ConfigResult(
+        files=files, form=plan.choice.form, provider_id=plan.choice.provider_id,
+        wire_api=plan.choice.wire_api, base_url=plan.choice.base_url,
+        reason=plan.choice.reason, profile=plan.profile,
+        profile_style=plan.profile_style, model=plan.model, codex=target, server=server,
+        set_default=request.set_default and fmt != FORM_SEED, dry_run=request.dry_run,
+        ready=plan.choice.ready, validation=validation, migrations=plan.migrations,
+        warnings=tuple(warnings) + plan.choice.warnings + plan.warnings,
+    )
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+def _format(request: ConfigRequest) -> str:
+    if request.format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
+    if request.format == "auto":
+        return FORM_SEED if request.output is not None else "codex"
+    return request.format
+
+
+def _auth(request: ConfigRequest, env: Mapping[str, str], warnings: list[str]) -> Auth:
+    names = []
+    if request.env_key is not None:
+        names.append(check_env_name(request.env_key, "--env-key"))
+    for _, name in request.env_http_headers:
+        names.append(check_env_name(name, "--env-header"))
+    for name in names:
+        if not env.get(name):
+            warnings.append(f"{name} is not set here; Codex reads the secret from it at run "
+                            "time, so set it where Codex runs")
+    return Auth(request.env_key, tuple(request.env_http_headers))
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<creds>[^/@\s]+)@")
+
+
+def _address(flag: str | None, env: dict[str, str], warnings: list[str]) -> ServerAddress:
+    """The server, with any `user:password@` taken out of the URL (never written)."""
+    cleaned: dict[str, str | None] = {"flag": flag, "env": env.get("OLLAMA_HOST")}
+    for source, value in cleaned.items():
+        if value and _USERINFO.match(value.strip().strip("\"'")):
+            stripped = _USERINFO.sub(lambda m: m["scheme"] or "", value.strip().strip("\"'"))
+            cleaned[source] = stripped
+            warnings.append("the server address held credentials (user:password@): they were "
+                            "left out of the config; use --env-key or --env-header instead")
+    env = dict(env)
+    if cleaned["env"] is not None:
+        env["OLLAMA_HOST"] = cleaned["env"] or ""
+    address = resolve_host(cleaned["flag"], env)
+    warnings.extend(address.notes)
+    return address
+
+
+def _probe(address: ServerAddress, env: dict[str, str], warnings: list[str]) -> ServerFacts:
+    from provision.probe import probe
+
+    result = probe(address, environ=env)
+    if result.diagnosis is not None:
+        warnings.append(f"could not ask the server its version ({result.diagnosis.message}); "
+                        "assumed a current Ollama (>= 0.13.4): `ollama-provision check` says "
+                        "what is wrong")
+        return ServerFacts(address, None, False)
+    return ServerFacts(address, result.version, True)
+
+
+def _codex_target(request: ConfigRequest, env: Mapping[str, str],
+                  warnings: list[str]) -> CodexTarget:
+    binary = request.codex_bin or codex_cli.find_codex(env)
+    installed = codex_cli.detect(binary, env) if (binary and (
+        request.validate or request.codex_version is None)) else codex_cli.CodexInstall(binary)
+    if installed.problem:
+        warnings.append(installed.problem)
+    if request.codex_version is not None:
+        if CodexRelease.parse(request.codex_version).version is None:
+            warnings.append(f"--codex-version '{request.codex_version}' is not a version like "
+                            "0.169.0: writing for the newest Codex")
+            return CodexTarget(None, "newest", binary, installed.version)
+        version = CodexRelease.parse(request.codex_version).label
+        return CodexTarget(version, "flag", binary, installed.version)
+    if installed.version:
+        return CodexTarget(installed.version, "detected", binary, installed.version)
+    return CodexTarget(None, "newest", binary, None)
+
+
+def _paths(request: ConfigRequest, env: Mapping[str, str]) -> tuple[Path, Path]:
+    if request.output is not None:
+        output = Path(os.path.expanduser(str(request.output)))
+        if output.is_dir():
+            raise UsageError(f"--output {request.output} is a directory; give a file name")
+        return output.parent, output
+    if request.codex_home is not None:
+        home = Path(os.path.expanduser(str(request.codex_home)))
+    elif env.get("CODEX_HOME"):
+        home = Path(os.path.expanduser(env["CODEX_HOME"]))
+    else:
+        home = Path(os.path.expanduser("~")) / ".codex"
+    if home.exists() and not home.is_dir():
+        raise UsageError(f"CODEX_HOME {home} is not a directory")
+    return home, home / "config.toml"
+
+
+# --- editing -----------------------------------------------------------------------------
+
+
+def _read(path: Path) -> tuple[safe_file.FileState, str, dict[str, Any]]:
+    state = safe_file.read_state(path)
+    text = decode(state.raw, source=str(path)) if state.raw is not None else ""
+    return state, text, loads(text, source=str(path))
+
+
+def _prepare(
+    choice: Choice, release: CodexRelease, server: ServerFacts, config_path: Path,
+    request: ConfigRequest, model: str | None, auth: Auth, fmt: str,
+) -> tuple[list[_Pending], Plan]:
+    config_state, config_text, config_data = _read(config_path)
+    profile_path = config_path.parent / f"{request.profile}.config.toml"
+    uses_file = (fmt != FORM_SEED and release.profile_files and not request.set_default)
+    profile_read = _read(profile_path) if uses_file else None
+    plan = plan_edits(choice, release, server, config_data,
+                      profile_read[2] if profile_read else None, model=model,
+                      profile=request.profile, set_default=request.set_default, auth=auth)
+    role = "output" if request.output is not None else "config"
+    pending = [_pending(config_state, role, config_text, plan.config_ops)]
+    if profile_read is not None and plan.profile_ops is not None:
+        pending.append(_pending(profile_read[0], "profile", profile_read[1], plan.profile_ops))
+    return pending, plan
+
+
+def _pending(state: safe_file.FileState, role: str, text: str, ops: tuple[Op, ...]) -> _Pending:
+    return _Pending(state, role, text, edit_text(text, ops, source=str(state.path)))
+
+
+def _file_result(p: _Pending, backup: Path | None, *, dry_run: bool) -> FileResult:
+    if p.old == p.new and p.state.exists:
+        return FileResult(str(p.state.path), p.role, "unchanged")
+    verb = "create" if not p.state.exists else "change"
+    status = f"would-{verb}" if dry_run else f"{verb}d"
+    return FileResult(str(p.state.path), p.role, status, str(backup) if backup else None,
+                      unified_diff(p.old, p.new, label=str(p.state.path)))
+
+
+def _commit(
+    pending: list[_Pending], release: CodexRelease, target: CodexTarget, plan: Plan,
+    request: ConfigRequest, home: Path, env: Mapping[str, str], fmt: str,
+) -> tuple[tuple[FileResult, ...], Validation]:
+    changes = [p for p in pending if p.old != p.new or not p.state.exists]
+    for p in changes:
+        if p.state.exists and not p.state.writable:
+            raise UsageError(f"{p.state.path} is read-only: not changing it",
+                             hint=f"make it writable (chmod u+w {p.state.path}) to let this "
+                             "tool edit it, or write elsewhere with --output FILE")
+    validator = _validator(release, target, plan, request, home, env, fmt)
+    before = validator() if validator and changes else None
+    backups: dict[str, Path] = {}
+    for p in changes:
+        safe_file.remove_stale_temps(p.state.real_path.parent, p.state.real_path.name)
+        if p.state.exists:
+            backups[str(p.state.path)] = safe_file.backup(p.state)
+        safe_file.write_atomic(p.state, p.new.encode("utf-8"))
+    files = tuple(_file_result(p, backups.get(str(p.state.path)), dry_run=False)
+                  for p in pending)
+    if validator is None:
+        return files, Validation("skipped", message=_skip_reason(target, request, fmt))
+    after = validator()
+    status = "ok" if all(v.status == "ok" for v in after) else (
+        "error" if any(v.status == "error" for v in after) else "fail")
+    failed = next((v for v in after if v.status != "ok"), None)
+    message = failed.message if failed else "Codex loads the config"
+    if status == "fail" and changes and before and all(v.status == "ok" for v in before):
+        # It loaded before and not after: this change broke it. Put the old files back.
+        for p in changes:
+            if p.state.exists:
+                safe_file.write_atomic(p.state, p.state.raw or b"")
+            else:
+                safe_file.remove_file(p.state)
+        files = tuple(FileResult(f.path, f.role, "unchanged", f.backup) for f in files)
+        return files, Validation("rolled-back", tuple(after),
+                                 f"Codex refused the new config ({message}); the previous "
+                                 "files were put back")
+    if status == "fail" and before and any(v.status != "ok" for v in before):
+        message += " (it did not load before this change either)"
+    return files, Validation(status, tuple(after), message)
+
+
+def _validator(
+    release: CodexRelease, target: CodexTarget, plan: Plan, request: ConfigRequest,
+    home: Path, env: Mapping[str, str], fmt: str,
+) -> Any:
+    if _skip_reason(target, request, fmt):
+        return None
+    binary = target.binary
+    assert binary is not None
+
+    def run() -> list[codex_cli.Verdict]:
+        verdicts = [codex_cli.doctor(binary, home, env) if release.has_doctor
+                    else codex_cli.load_check(binary, home, environ=env)]
+        if plan.profile_style == "file" and plan.profile:
+            verdicts.append(codex_cli.load_check(binary, home, profile=plan.profile,
+                                                 environ=env))
+        return verdicts
+
+    return run
+
+
+def _skip_reason(target: CodexTarget, request: ConfigRequest, fmt: str) -> str:
+    if not request.validate:
+        return "not asked (--no-validate)"
+    if request.output is not None or fmt == FORM_SEED:
+        return "a standalone file, not Codex's config"
+    if target.binary is None:
+        return "no codex on PATH"
+    if target.installed_version is None:
+        return "the installed codex did not say its version"
+    if target.source == "flag" and target.version != target.installed_version:
+        return (f"the installed Codex is {target.installed_version}, not the "
+                f"--codex-version {target.version} written for")
+    return ""
+
+
+def _model_missing(server: ServerFacts, model: str | None, fmt: str,
+                   env: Mapping[str, str]) -> bool:
+    if not server.reachable or model is None or fmt == FORM_SEED:
+        return False
+    from provision.http import client
+    from provision.inventory import fetch_inventory
+
+    try:
+        with client(server.address.url, loopback=server.address.is_loopback) as http:
+            inventory = fetch_inventory(http)
+    except Exception:  # noqa: BLE001 - only a hint; `check` diagnoses the server
+        return False
+    return inventory.find(parse_name(model)) is None
+
+
+__all__ = ["ConfigRequest", "ConfigResult", "FileResult", "Validation", "CodexTarget",
+           "configure_codex"]
