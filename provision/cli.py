@@ -14,7 +14,7 @@ import sys
 from provision import __version__
 from provision.errors import EXIT_INTERRUPTED, ProvisionError
 
-COMMANDS = ("check", "config", "hardware")
+COMMANDS = ("check", "pull", "config", "hardware", "apply")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -201,8 +201,10 @@ def _fields(source: str, prefix: str, table: Any,
     return values
 
 
-def _model(source: str, index: int, table: Any) -> ModelSpec:
-    prefix = f"models[{index}]"
+def _model(source: str, index: int, table: Any, *, within: str = "") -> ModelSpec:
+    # `within`: where the [[models]] array sits ("groups.gpu." in a fleet inventory), so
+    # that errors name the exact key.
+    prefix = f"{within}models[{index}]"
     values = _fields(source, prefix, table, _MODEL_KEYS)
     if "keep_alive" in values:
         values["keep_alive"] = str(values["keep_alive"])

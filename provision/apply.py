@@ -1,0 +1,543 @@
+"""`apply`: the whole job from one manifest, step by step, each step `ok` or `changed`.
+
+check → hardware → plan → pull (and create) → verify → configure → report.
+Every step ends in a frozen StepResult; the models' outcomes are gathered in
+ModelResults; `ApplyResult.exit_code` follows the documented exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+from provision.errors import (
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ProvisionError,
+)
+from provision.gate import Judged
+from provision.github import Actions
+from provision.host import ServerAddress, resolve_host
+from provision.manifest import Manifest
+from provision.names import ModelName
+from provision.verify import Verification
+
+OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    host: str | None = None  # --host; else [server].host; else OLLAMA_HOST / default
+    dry_run: bool = False
+    start: bool = False  # also start `ollama serve` when installed but not running
+    wait: float | None = None  # None: the manifest's [server].wait
+    force: bool = False  # pull and use models the hardware gate refuses
+    verify: bool = True
+    assume: tuple[str, ...] = ()  # judge this described machine instead of probing
+    codex_version: str | None = None
+    codex_home: str | None = None
+    environ: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    status: str  # ok / changed / failed / skipped
+    summary: str
+    duration: float
+    data: dict[str, Any] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return self.status == CHANGED
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    name: str
+    required: bool
+    declared: str  # as written in the manifest (a name, or the choose list)
+    custom: bool = False
+    verdict: str | None = None  # predicted by the hardware step
+    where: str | None = None  # predicted placement in words
+    pull: str | None = None  # pull outcome status
+    create: str | None = None  # custom model: created / unchanged / failed
+    verification: Verification | None = None
+    status: str = OK
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    source: str
+    address: ServerAddress
+    steps: tuple[StepResult, ...]
+    models: tuple[ModelResult, ...]
+    exit_code: int
+    dry_run: bool
+    models_dir: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return any(s.changed for s in self.steps)
+
+
+class StepLog:
+    """Announces steps: plain lines (or GitHub groups) on stderr; silent when quiet."""
+
+    def __init__(self, stream: IO[str], *, quiet: bool, actions: Actions) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.actions = actions
+
+    def begin(self, name: str, title: str) -> None:
+        if self.actions.enabled:
+            print(f"::group::{name}: {title}", file=self.stream, flush=True)
+        elif not self.quiet:
+            print(f"==> {name}: {title}", file=self.stream, flush=True)
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            print(f"    {text}", file=self.stream, flush=True)
+
+    def end(self, result: StepResult) -> None:
+        if not self.quiet:
+            print(f"    {result.status}: {result.summary} ({result.duration:.1f} s)",
+                  file=self.stream, flush=True)
+        for error in result.errors:
+            self.actions.error(error, title=f"ollama-provision {result.name}")
+        if self.actions.enabled:
+            print("::endgroup::", file=self.stream, flush=True)
+
+
+class _Run:
+    """One apply run: state shared between the steps, which run in order."""
+
+    def __init__(self, manifest: Manifest, options: ApplyOptions, log: StepLog,
+                 progress_stream: IO[str], terminal: bool) -> None:
+        self.manifest = manifest
+        self.options = options
+        self.log = log
+        self.progress_stream = progress_stream
+        self.terminal = terminal
+        self.env = dict(os.environ if options.environ is None else options.environ)
+        self.steps: list[StepResult] = []
+        self.models: dict[str, ModelResult] = {}
+        self.judged: list[Judged] = []
+        self.version: str | None = None
+        self.models_dir: str | None = None
+        # --host, else the manifest's [server].host, else OLLAMA_HOST, else the default.
+        self.address = resolve_host(options.host or manifest.server.host, environ=self.env)
+
+    # --- helpers -------------------------------------------------------------------------
+    def _step(self, name: str, title: str, body: Any) -> StepResult:
+        self.log.begin(name, title)
+        started = time.monotonic()
+        try:
+            status, summary, data, errors = body()
+        except ProvisionError as exc:
+            status, summary, data, errors = FAILED, exc.message, {}, [exc.message]
+        result = StepResult(name, status, summary, time.monotonic() - started, data,
+                            tuple(errors))
+        self.steps.append(result)
+        self.log.end(result)
+        return result
+
+    def _set(self, key: str, **changes: Any) -> None:
+        self.models[key] = replace(self.models[key], **changes)
+
+    def _http(self) -> Any:
+        from provision.http import Timeouts, client
+
+        server = self.manifest.server
+        return client(self.address.url, loopback=self.address.is_loopback,
+                      timeouts=Timeouts(connect=server.connect_timeout,
+                                        read=max(server.read_timeout, 1.0)))
+
+    # --- 1. check ------------------------------------------------------------------------
+    def check(self) -> StepResult:
+        def body() -> tuple[str, str, dict[str, Any], list[str]]:
+            from provision.probe import probe, wait_for_server
+
+            wait = self.manifest.server.wait if self.options.wait is None else self.options.wait
+            for note in self.address.notes:
+                self.log.info(note)
+            result = probe(self.address, environ=self.env)
+            started = None
+            if not result.reachable and result.diagnosis and \
+                    result.diagnosis.kind == "not-running" and \
+                    (self.options.start or self.manifest.server.start) and not self.options.dry_run:
+                from provision.local_install import detect_install
+                from provision.server_start import start_server
+
+                self.log.info("Ollama is installed but not running: starting `ollama serve`")
+                started = start_server(self.address, detect_install(environ=self.env),
+                                       wait=max(wait, 10.0), environ=self.env)
+                result = started.result
+                self.log.info(f"started (pid {started.pid}); its log: {started.log_path}")
+            elif not result.reachable and wait > 0:
+                self.log.info(f"waiting up to {wait:g} s for Ollama at {self.address.url}")
+                result = wait_for_server(self.address, wait, environ=self.env)
+            if not result.reachable:
+                diagnosis = result.diagnosis
+                assert diagnosis is not None
+                fixes = "; ".join(diagnosis.fixes[:2])
+                return FAILED, diagnosis.message, {
+                    "diagnosis": {"kind": diagnosis.kind, "message": diagnosis.message,
+                                  "fixes": list(diagnosis.fixes)}}, [
+                    f"{diagnosis.message}" + (f" (fix: {fixes})" if fixes else "")]
+            self.version = result.version
+            data: dict[str, Any] = {"url": self.address.url, "version": result.version}
+            if started:
+                data["started"] = {"pid": started.pid, "log": str(started.log_path)}
+                return CHANGED, f"started Ollama {result.version} at {self.address.url}", data, []
+            return OK, f"Ollama {result.version or '?'} at {self.address.url}", data, []
+
+        return self._step("check", f"Ollama server at {self.address.url}", body)
+
+    # --- 2. hardware ---------------------------------------------------------------------
+    def hardware(self) -> StepResult:
+        def body() -> tuple[str, str, dict[str, Any], list[str]]:
+            from provision.gate import judge_specs
+            from provision.registry import RegistryClient
+
+            machine, version = self._machine()
+            with RegistryClient(insecure=self.manifest.pull.insecure,
+                                environ=self.env) as registry:
+                self.judged = judge_specs(
+                    self.manifest.models, machine, address=self.address,
+                    hardware=self.manifest.hardware, force=self.options.force,
+                    server_version=version or self.version, registry=registry)
+            errors = []
+            rows = []
+            for judged in self.judged:
+                key = judged.name.short
+                declared = judged.spec.name or " | ".join(judged.spec.choose)
+                fit = judged.report.fit if judged.report else None
+                notes = (judged.reason,) if judged.reason and judged.allowed else ()
+                self.models[key] = ModelResult(
+                    name=key, required=judged.spec.required, declared=declared,
+                    custom=judged.spec.is_custom, verdict=judged.verdict,
+                    where=fit.where if fit else None,
+                    status=OK if judged.allowed else FAILED,
+                    error=None if judged.allowed else judged.reason, notes=notes)
+                if judged.spec.choose:
+                    self.log.info(f"chose {key} from {declared}: "
+                                  + ", ".join(f"{n} {v}" for n, v in judged.candidates))
+                rows.append(f"{key}: {judged.verdict}"
+                            + (f" ({fit.where})" if fit and fit.verdict == "partial" else ""))
+                if not judged.allowed:
+                    unknown = judged.report is not None and judged.report.error
+                    message = (judged.reason or "") if unknown else \
+                        f"{key} cannot run here: {judged.reason}"
+                    self.log.info(message)
+                    if judged.spec.required:
+                        errors.append(message)
+            data = {"machine": {"gpus": [g.name for g in machine.gpus],
+                                "memory_available": machine.memory.available},
+                    "models": [{"name": j.name.short, "verdict": j.verdict,
+                                "allowed": j.allowed, "reason": j.reason,
+                                "candidates": [list(c) for c in j.candidates]}
+                               for j in self.judged]}
+            status = FAILED if errors else OK
+            return status, "; ".join(rows) or "no models declared", data, errors
+
+        return self._step("hardware", "can this machine run the models?", body)
+
+    def _machine(self) -> tuple[Any, str | None]:
+        if self.options.assume:
+            from provision.assume import parse_assume
+
+            assumption = parse_assume(list(self.options.assume))
+            return assumption.machine, assumption.server_version
+        from provision.machine import probe_machine
+
+        return probe_machine(environ=self.env), None
+
+    # --- 3. plan -------------------------------------------------------------------------
+    def _pull_names(self) -> list[ModelName]:
+        names: list[ModelName] = []
+        seen: set[tuple[str, str, str, str]] = set()
+        for judged in self.judged:
+            if judged.allowed and judged.pull_name.key not in seen:
+                seen.add(judged.pull_name.key)
+                names.append(judged.pull_name)
+        return names
+
+    def plan(self) -> StepResult:
+        def body() -> tuple[str, str, dict[str, Any], list[str]]:
+            from provision.inventory import fetch_inventory
+            from provision.output import human_bytes
+            from provision.plan import build_plan
+
+            with self._http() as http:
+                inventory = fetch_inventory(http)
+            plan = build_plan(self._pull_names(), inventory, insecure=self.manifest.pull.insecure,
+                              local=self.address.is_loopback, environ=self.env)
+            if plan.disk is not None:
+                self.models_dir = str(plan.disk.path)
+            lines, errors = [], []
+            for model in plan.models:
+                if model.will_pull:
+                    size = human_bytes(model.download or model.size or 0)
+                    lines.append(f"pull {model.name.short} ({size})" if not model.error
+                                 else f"pull {model.name.short} (size unknown: {model.error})")
+                else:
+                    lines.append(f"{model.name.short} is present")
+            creates = [j.name.short for j in self.judged if j.allowed and j.spec.is_custom]
+            lines += [f"create {name} (if it differs)" for name in creates]
+            if plan.fits is False and plan.disk is not None:
+                errors.append(
+                    f"not enough disk space in {plan.disk.path}: the download needs "
+                    f"{human_bytes(plan.download)}, {human_bytes(plan.disk.free_bytes or 0)} free")
+            for line in lines:
+                self.log.info(line)
+            data = {"download": plan.download,
+                    "disk": None if plan.disk is None else {
+                        "path": str(plan.disk.path), "free": plan.disk.free_bytes},
+                    "pulls": [m.name.short for m in plan.models if m.will_pull],
+                    "present": [m.name.short for m in plan.models if not m.will_pull],
+                    "creates": creates}
+            summary = (f"{len(data['pulls'])} to pull ({human_bytes(plan.download)}), "
+                       f"{len(data['present'])} present, {len(creates)} custom")
+            return (FAILED if errors else OK), summary, data, errors
+
+        return self._step("plan", "what needs doing", body)
+
+    # --- 4. pull and create --------------------------------------------------------------
+    def pull(self) -> StepResult:
+        def body() -> tuple[str, str, dict[str, Any], list[str]]:
+            from provision.progress import make_reporter
+            from provision.pull import PullOptions, pull_models
+
+            spec = self.manifest.pull
+            options = PullOptions(force=False, insecure=spec.insecure, parallel=spec.parallel,
+                                  stall_timeout=spec.stall_timeout, retries=spec.retries,
+                                  backoff_base=PullOptions.backoff_from_env(self.env))
+            reporter = make_reporter(quiet=self.log.quiet, terminal=self.terminal,
+                                     stream=self.progress_stream)
+            outcomes = pull_models(self.address, self._pull_names(), options, reporter,
+                                   environ=self.env)
+            by_key = {o.name.key: o for o in outcomes}
+            errors, changed = [], False
+            for judged in self.judged:
+                outcome = by_key.get(judged.pull_name.key)
+                if outcome is None:
+                    continue
+                changed |= outcome.status in ("pulled", "updated")
+                key = judged.name.short
+                if judged.spec.is_custom:
+                    continue
+                self._set(key, pull=outcome.status)
+                if not outcome.ok:
+                    message = outcome.error.message if outcome.error else outcome.status
+                    self._set(key, status=FAILED, error=message)
+                    if judged.spec.required:
+                        errors.append(f"{key}: {message}")
+                elif outcome.status in ("pulled", "updated"):
+                    self._set(key, status=CHANGED)
+            created = self._create(by_key, errors)
+            data = {"outcomes": [{"name": o.name.short, "status": o.status,
+                                  "downloaded": o.downloaded, "retries": o.retries,
+                                  "resumed": o.resumed,
+                                  "error": o.error.message if o.error else None}
+                                 for o in outcomes]}
+            pulled = [o.name.short for o in outcomes if o.status in ("pulled", "updated")]
+            summary = (f"pulled {', '.join(pulled)}" if pulled else "nothing to download")
+            if created:
+                summary += f"; created {', '.join(created)}"
+            status = FAILED if errors else (CHANGED if changed or created else OK)
+            return status, summary, data, errors
+
+        return self._step("pull", "download missing models", body)
+
+    def _create(self, outcomes: dict[tuple[str, str, str, str], Any],
+                errors: list[str]) -> list[str]:
+        from provision.create import CREATED, CustomModel, ensure_custom_model
+        from provision.names import parse_name
+
+        created = []
+        with self._http() as http:
+            for judged in self.judged:
+                spec = judged.spec
+                if not (judged.allowed and spec.is_custom):
+                    continue
+                key = judged.name.short
+                base = outcomes.get(judged.pull_name.key)
+                if base is not None and not base.ok:
+                    self._set(key, status=FAILED, create="failed",
+                              error=f"its base {judged.pull_name.short} failed to pull")
+                    if spec.required:
+                        errors.append(f"{key}: base model {judged.pull_name.short} failed")
+                    continue
+                outcome = ensure_custom_model(http, CustomModel(
+                    name=judged.name, base=parse_name(spec.base or ""), system=spec.system,
+                    template=spec.template, parameters=tuple(spec.parameters.items())))
+                self._set(key, create=outcome.status)
+                if outcome.status == CREATED:
+                    created.append(key)
+                    self._set(key, status=CHANGED)
+                elif outcome.error:
+                    self._set(key, status=FAILED, error=outcome.error)
+                    if spec.required:
+                        errors.append(f"{key}: {outcome.error}")
+        return created
+
+    # --- 5. verify -----------------------------------------------------------------------
+    def verify(self) -> StepResult:
+        def body() -> tuple[str, str, dict[str, Any], list[str]]:
+            from provision.verify import check_endpoint, verify_model
+
+            spec = self.manifest.verify
+            errors: list[str] = []
+            rows = []
+            with self._http() as http:
+                for judged in self.judged:
+                    key = judged.name.short
+                    if self.models[key].status == FAILED:
+                        continue
+                    embedding = _is_embedding(http, judged.name)
+                    result = verify_model(
+                        http, judged.name, num_ctx=judged.spec.num_ctx,
+                        keep_alive=judged.spec.keep_alive, generate=spec.generate,
+                        prompt=spec.prompt, num_predict=spec.num_predict, embedding=embedding)
+                    notes = list(self.models[key].notes)
+                    problem = result.error
+                    if result.ok and result.placement and judged.report and judged.report.fit:
+                        predicted = judged.report.fit.verdict
+                        if predicted in ("gpu", "partial", "cpu") and predicted != result.placement:
+                            notes.append(f"predicted {predicted}, the server placed it "
+                                         f"{result.placement}")
+                    rate = result.tokens_per_second
+                    if result.ok and spec.min_tokens_per_second and rate is not None \
+                            and rate < spec.min_tokens_per_second:
+                        problem = (f"{rate:.1f} tokens/s, below the required "
+                                   f"{spec.min_tokens_per_second:g}")
+                    status = self.models[key].status if not problem else FAILED
+                    self._set(key, verification=result, notes=tuple(notes), status=status,
+                              error=problem)
+                    if problem and judged.spec.required:
+                        errors.append(f"{key}: {problem}")
+                    where = result.placement or "?"
+                    rows.append(f"{key}: {where}" + (f", {rate:.1f} tok/s" if rate else "")
+                                + (f" FAILED ({problem})" if problem else ""))
+                    self.log.info(rows[-1])
+                endpoint = self._endpoint_check(http, check_endpoint)
+            data: dict[str, Any] = {"endpoint": endpoint}
+            if endpoint and not endpoint["ok"]:
+                errors.append(f"{endpoint['path']} does not answer: {endpoint['error']}")
+            return (FAILED if errors else OK), "; ".join(rows) or "nothing to verify", data, errors
+
+        return self._step("verify", "load, place and time each model", body)
+
+    def _codex_model(self) -> str | None:
+        wanted = self.manifest.codex.model
+        if wanted:
+            from provision.names import parse_name
+
+            key = parse_name(wanted).key
+            match = next((j for j in self.judged if j.name.key == key), None)
+            return match.name.short if match else parse_name(wanted).short
+        first = next((j for j in self.judged if j.spec.required and j.allowed), None)
+        return first.name.short if first else None
+
+    def _endpoint_check(self, http: Any, check_endpoint: Any) -> dict[str, Any] | None:
+        from provision.names import parse_name
+        from provision.versions import RESPONSES_API_MIN_OLLAMA, at_least
+
+        model = self._codex_model()
+        if not self.manifest.codex.enabled or model is None:
+            return None
+        if self.models.get(model) and self.models[model].status == FAILED:
+            return None
+        wire = "responses" if at_least(self.version, RESPONSES_API_MIN_OLLAMA) else "chat"
+        result = check_endpoint(http, parse_name(model), wire)
+        return {"path": result.path, "ok": result.ok, "status": result.status,
+                "error": result.error}
+
+    # --- 6. configure --------------------------------------------------------------------
+    def configure(self) -> StepResult:
+        def body() -> tuple[str, str, dict[str, Any], list[str]]:
+            from pathlib import Path
+
+            from provision.codex_config import ServerFacts
+            from provision.configure import ConfigRequest, configure_codex
+
+            codex = self.manifest.codex
+            model = self._codex_model()
+            if model is None:
+                return SKIPPED, "no usable model for Codex", {}, []
+            home = self.options.codex_home or codex.codex_home
+            result = configure_codex(ConfigRequest(
+                model=model, server=ServerFacts(self.address, self.version, True),
+                codex_version=self.options.codex_version, profile=codex.profile,
+                provider_id=codex.provider_id, set_default=codex.set_default,
+                codex_home=Path(home).expanduser() if home else None,
+                dry_run=self.options.dry_run, environ=self.env))
+            for warning in result.warnings:
+                self.log.info(f"warning: {warning}")
+            if self.options.dry_run and result.diff:
+                for line in result.diff.rstrip("\n").splitlines():
+                    self.log.info(line)
+            data = {"path": result.path, "form": result.form, "provider_id": result.provider_id,
+                    "profile": result.profile, "model": result.model,
+                    "backup": result.backup, "validation": result.validation.status,
+                    "usage": result.usage, "warnings": list(result.warnings)}
+            errors = []
+            if result.exit_code != EXIT_OK:
+                errors.append(result.validation.message or "the Codex config is not usable: "
+                              + "; ".join(result.warnings))
+            verb = "would write" if self.options.dry_run else "wrote"
+            summary = (f"{verb} {result.path} ({result.form}); use: {result.usage}"
+                       if result.changed else f"{result.path} unchanged")
+            status = FAILED if errors else (CHANGED if result.changed and
+                                            not self.options.dry_run else OK)
+            return status, summary, data, errors
+
+        return self._step("configure", "Codex config", body)
+
+
+def _is_embedding(http: Any, name: ModelName) -> bool:
+    try:
+        response = http.post("/api/show", json={"model": name.short})
+        capabilities = response.json().get("capabilities") or []
+    except Exception:  # noqa: BLE001 - unknown capabilities: treat as a chat model
+        return False
+    return "embedding" in capabilities and "completion" not in capabilities
+
+
+def run_apply(manifest: Manifest, options: ApplyOptions, *, log: StepLog,
+              progress_stream: IO[str], terminal: bool) -> ApplyResult:
+    run = _Run(manifest, options, log, progress_stream, terminal)
+    if run.check().status == FAILED:
+        return _result(run, EXIT_UNREACHABLE)
+    if run.hardware().status == FAILED and not any(
+            j.allowed for j in run.judged):
+        return _result(run, EXIT_NOT_READY)
+    plan = run.plan()
+    if options.dry_run:
+        if manifest.codex.enabled:
+            run.configure()
+        return _result(run, EXIT_NOT_READY if plan.status == FAILED else EXIT_OK)
+    if plan.status == FAILED:
+        return _result(run, EXIT_NOT_READY)
+    run.pull()
+    if options.verify and manifest.verify.enabled:
+        run.verify()
+    if manifest.codex.enabled:
+        run.configure()
+    failed_required = any(m.required and m.status == FAILED for m in run.models.values())
+    failed_step = any(s.status == FAILED and s.name in ("configure", "verify")
+                      for s in run.steps)
+    return _result(run, EXIT_NOT_READY if failed_required or failed_step else EXIT_OK)
+
+
+def _result(run: _Run, code: int) -> ApplyResult:
+    return ApplyResult(source=run.manifest.source, address=run.address, steps=tuple(run.steps),
+                       models=tuple(run.models.values()), exit_code=code,
+                       dry_run=run.options.dry_run, models_dir=run.models_dir)

@@ -1,0 +1,162 @@
+"""`ollama-provision apply [-f FILE]`: the whole job from one declarative config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from provision.commands import common_options, positive_float
+
+SCHEMA = "ollama-provision.apply/1"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "apply",
+        parents=[common_options()],
+        help="make this machine ready: check, judge hardware, pull, verify, configure Codex",
+        description="Run the whole job from a manifest (default: the built-in default.toml). "
+        "Idempotent: a second run changes nothing and says so. Exit 0 ready, 1 a required "
+        "model failed or does not fit, 2 input error, 3 server unreachable.",
+    )
+    parser.add_argument("-f", "--file", metavar="FILE",
+                        help="manifest (TOML); default: the built-in default.toml")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="stop after planning: print downloads, sizes, disk, config diff")
+    parser.add_argument("--start", action="store_true",
+                        help="start `ollama serve` when Ollama is installed but not running")
+    parser.add_argument("--wait", type=positive_float, metavar="SECONDS",
+                        help="wait this long for a starting server (default: [server].wait)")
+    parser.add_argument("--force", action="store_true",
+                        help="pull and use models the hardware check refuses")
+    parser.add_argument("--no-verify", action="store_true", help="skip the verify step")
+    parser.add_argument("--assume", action="append", default=[], metavar="SPEC",
+                        help="judge a described machine instead of this one "
+                        "(see `hardware --help`)")
+    parser.add_argument("--codex-version", metavar="X.Y.Z",
+                        help="write the config for this Codex release (default: detected)")
+    parser.add_argument("--codex-home", metavar="DIR",
+                        help="Codex home (default: [codex].codex_home, $CODEX_HOME, ~/.codex)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from provision.apply import ApplyOptions, StepLog, run_apply
+    from provision.github import Actions
+    from provision.manifest import load_manifest
+    from provision.output import Output, stream_is_terminal
+
+    manifest = load_manifest(args.file)
+    out = Output(json_mode=args.json, quiet=args.quiet)
+    actions = Actions()
+    log = StepLog(sys.stderr, quiet=args.quiet, actions=actions)
+    result = run_apply(
+        manifest,
+        ApplyOptions(host=args.host, dry_run=args.dry_run, start=args.start, wait=args.wait,
+                     force=args.force, verify=not args.no_verify, assume=tuple(args.assume),
+                     codex_version=args.codex_version, codex_home=args.codex_home),
+        log=log, progress_stream=sys.stderr, terminal=stream_is_terminal(sys.stderr),
+    )
+    if result.models_dir:
+        actions.set_output("models-dir", result.models_dir)
+        if actions.enabled:
+            out.info(f"models directory (cache it between runs): {result.models_dir}")
+    actions.append_summary(markdown_summary(result))
+    if args.json:
+        out.emit_json(to_json(result))
+    elif out.terminal:
+        _render_rich(result, out)
+    else:
+        _render_plain(result, out)
+    return result.exit_code
+
+
+def _verification(v: Any) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    return {"ok": v.ok, "placement": v.placement, "size": v.size, "size_vram": v.size_vram,
+            "context_length": v.context_length, "tokens_per_second": v.tokens_per_second,
+            "load_seconds": v.load_seconds, "error": v.error}
+
+
+def to_json(result: Any) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "source": result.source,
+        "server": {"url": result.address.url},
+        "dry_run": result.dry_run,
+        "ready": result.exit_code == 0,
+        "changed": result.changed,
+        "exit_code": result.exit_code,
+        "models_dir": result.models_dir,
+        "steps": [{"name": s.name, "status": s.status, "changed": s.changed,
+                   "duration": round(s.duration, 3), "summary": s.summary,
+                   "errors": list(s.errors), "data": s.data} for s in result.steps],
+        "models": [{"name": m.name, "declared": m.declared, "required": m.required,
+                    "custom": m.custom, "verdict": m.verdict, "where": m.where, "pull": m.pull,
+                    "create": m.create, "status": m.status, "changed": m.status == "changed",
+                    "error": m.error, "notes": list(m.notes),
+                    "verification": _verification(m.verification)} for m in result.models],
+    }
+
+
+def _rate(m: Any) -> str:
+    v = m.verification
+    return f"{v.tokens_per_second:.1f}" if v and v.tokens_per_second else ""
+
+
+def _where(m: Any) -> str:
+    v = m.verification
+    return (v.placement if v and v.placement else None) or m.where or ""
+
+
+def markdown_summary(result: Any) -> str:
+    verdict = "ready" if result.exit_code == 0 else f"not ready (exit {result.exit_code})"
+    lines = [f"### ollama-provision apply: {verdict}", "",
+             f"Server `{result.address.url}`, manifest `{result.source}`", "",
+             "| step | status | summary |", "|---|---|---|"]
+    lines += [f"| {s.name} | {s.status} | {s.summary.replace('|', '/')} |" for s in result.steps]
+    if result.models:
+        lines += ["", "| model | status | runs on | tokens/s | note |", "|---|---|---|---|---|"]
+        for m in result.models:
+            note = (m.error or "; ".join(m.notes)).replace("|", "/")
+            lines.append(f"| {m.name} | {m.status} | {_where(m)} | {_rate(m)} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def _render_plain(result: Any, out: Any) -> None:
+    for m in result.models:
+        facts = [f for f in (_where(m), f"{_rate(m)} tok/s" if _rate(m) else "") if f]
+        line = f"model {m.name}: {m.status}" + (f" ({', '.join(facts)})" if facts else "")
+        if m.error:
+            line += f": {m.error}"
+        out.line(line)
+    changed = [s.name for s in result.steps if s.changed]
+    state = "ready" if result.exit_code == 0 else "not ready"
+    what = ("would change: " if result.dry_run else "changed: ") + ", ".join(changed) \
+        if changed else ("nothing to change" if result.dry_run else "nothing changed")
+    out.line(f"apply: {state} ({what})")
+
+
+def _render_rich(result: Any, out: Any) -> None:
+    from rich.table import Table
+
+    console = out.console
+    style = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "dim"}
+    steps = Table(box=None, padding=(0, 2), show_edge=False)
+    for column in ("step", "status", "summary"):
+        steps.add_column(column)
+    for s in result.steps:
+        steps.add_row(s.name, f"[{style[s.status]}]{s.status}[/]", s.summary)
+    console.print(steps)
+    if result.models:
+        models = Table(box=None, padding=(0, 2), show_edge=False)
+        for column in ("model", "status", "runs on", "tok/s", "note"):
+            models.add_column(column)
+        for m in result.models:
+            models.add_row(m.name, f"[{style.get(m.status, '')}]{m.status}[/]", _where(m),
+                           _rate(m), m.error or "; ".join(m.notes))
+        console.print(models)
+    mark = "[bold green]ready[/]" if result.exit_code == 0 else "[bold red]not ready[/]"
+    console.print(f"{mark}" + ("" if result.changed else " (nothing changed)"))

@@ -1,0 +1,303 @@
+"""`ollama-provision pull MODEL...`: pull what the server lacks, with progress and retries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from provision.commands import common_options, positive_float
+from provision.errors import EXIT_INTERRUPTED, EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE
+
+if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
+    from typing import TextIO
+
+    from provision.host import ServerAddress
+    from provision.names import ModelName
+    from provision.output import Output
+    from provision.plan import DownloadPlan
+    from provision.probe import Diagnosis
+    from provision.pull import PullOptions, PullOutcome
+
+SCHEMA = "ollama-provision.pull/1"
+PLAN_SCHEMA = "ollama-provision.pull-plan/1"
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: '{text}'")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: '{text}'")
+    return value
+
+
+def _stall(text: str) -> float:
+    value = positive_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: '{text}'")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pull",
+        parents=[common_options()],
+        help="pull the models the server lacks (progress, retries, resume)",
+        description="Pull MODELs the Ollama server does not have yet, showing progress. "
+        "Stalls and dropped connections are retried and resume where they stopped. "
+        "Exit 0 all present, 1 a model failed, 2 input error, 3 server unreachable, "
+        "130 interrupted.",
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="models to pull")
+    parser.add_argument("--force", action="store_true",
+                        help="pull even models already present (updates a moved tag)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="download nothing: show sizes from the registry and the free disk")
+    parser.add_argument("--insecure", action="store_true",
+                        help="the registry in the model name speaks plain HTTP")
+    parser.add_argument("--parallel", type=_at_least_one, default=1, metavar="N",
+                        help="pull N models at once (default 1)")
+    parser.add_argument("--stall-timeout", type=_stall, default=60.0, metavar="SECONDS",
+                        help="no progress for this long: drop the connection and retry "
+                        "(default 60)")
+    parser.add_argument("--retries", type=_count, default=5, metavar="N",
+                        help="retries per model, with exponential backoff (default 5)")
+    parser.add_argument("--no-disk-check", action="store_true",
+                        help="pull even when the local disk looks too small")
+    # Hidden: the first backoff delay (tests make it tiny); env OLLAMA_PROVISION_RETRY_BASE.
+    parser.add_argument("--retry-base", type=positive_float, default=None,
+                        help=argparse.SUPPRESS)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from provision.host import resolve_host
+    from provision.names import parse_names
+    from provision.output import Output, stream_is_terminal
+    from provision.probe import probe
+    from provision.pull import PullOptions
+
+    out = Output(json_mode=args.json, quiet=args.quiet)
+    names = parse_names(args.models)  # invalid names fail here, before any request
+    address = resolve_host(args.host)
+    for note in address.notes:
+        out.warn(note)
+    result = probe(address)
+    if result.diagnosis is not None:
+        return _unreachable(out, address, result.diagnosis, args)
+    options = PullOptions(
+        force=args.force, insecure=args.insecure, parallel=args.parallel,
+        stall_timeout=args.stall_timeout, retries=args.retries,
+        backoff_base=args.retry_base if args.retry_base is not None
+        else PullOptions.backoff_from_env(),
+        check_disk=not args.no_disk_check,
+    )
+    server = {"url": address.url, "source": address.source, "version": result.version}
+    if args.dry_run:
+        return _dry_run(out, address, names, options, server)
+    # Progress is a side show: it goes to stderr, the summary (the result) to stdout.
+    terminal = stream_is_terminal(sys.stderr)
+    return _pull(out, address, names, options, server, terminal=terminal, stream=sys.stderr)
+
+
+def _pull(out: Output, address: ServerAddress, names: list[ModelName], options: PullOptions,
+          server: dict[str, Any], *, terminal: bool, stream: TextIO) -> int:
+    from provision.progress import make_reporter
+    from provision.pull import PullInterrupted, pull_models
+
+    reporter = make_reporter(quiet=out.quiet, terminal=terminal, stream=stream)
+    interrupted = False
+    outcomes: list[PullOutcome] = []
+    try:
+        outcomes = pull_models(address, names, options, reporter)  # draws while it runs
+    except KeyboardInterrupt as stop:  # PullInterrupted carries the outcomes so far
+        outcomes = stop.outcomes if isinstance(stop, PullInterrupted) else []
+        interrupted = True
+    exit_code = EXIT_INTERRUPTED if interrupted else (
+        EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_READY)
+    if out.json_mode:
+        out.emit_json(to_json(outcomes, server, exit_code))
+    else:
+        _render_summary(out, outcomes)
+    for outcome in outcomes:
+        if outcome.status == "failed" and outcome.error is not None:
+            out.error(f"{outcome.name.short}: {outcome.error.message}", outcome.error.hint)
+    if interrupted:
+        out.error("interrupted: run the same command again to resume; the server keeps "
+                  "what was downloaded")
+    return exit_code
+
+
+def to_json(outcomes: list[PullOutcome], server: dict[str, Any],
+            exit_code: int) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "ok": exit_code == EXIT_OK,
+        "exit_code": exit_code,
+        "server": server,
+        "models": [
+            {
+                "name": o.name.short,
+                "status": o.status,
+                "size": o.size,
+                "downloaded": o.downloaded,
+                "duration_s": round(o.duration, 3),
+                "retries": o.retries,
+                "retry_reasons": list(o.retry_reasons),
+                "resumed": o.resumed,
+                "error": None if o.error is None else {
+                    "kind": o.error.kind, "message": o.error.message, "hint": o.error.hint,
+                    "detail": o.error.detail,
+                },
+            }
+            for o in outcomes
+        ],
+    }
+
+
+def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:
+    from provision.progress import outcome_text
+
+    if out.quiet:
+        return
+    if out.terminal:
+        from rich.text import Text
+
+        marks = {"failed": "[red]✗[/]", "interrupted": "[yellow]![/]"}
+        for o in outcomes:
+            line = Text.from_markup(f"{marks.get(o.status, '[green]✓[/]')} ")
+            line.append(o.name.short, style="bold")
+            line.append(f": {o.status}")
+            if o.status not in ("failed", "interrupted", "present"):
+                line.append(f" ({outcome_text(o, verb=False)})", style="dim")
+            elif o.status == "failed" and o.error is not None:
+                line.append(f" ({o.error.kind})", style="dim")
+            out.console.print(line)
+        return
+    for o in outcomes:
+        if o.status in ("present", "interrupted"):
+            out.line(f"{o.name.short}: {o.status}")
+        elif o.status == "failed" and o.error is not None:
+            out.line(f"{o.name.short}: failed ({o.error.kind}: {o.error.message})")
+        else:
+            out.line(f"{o.name.short}: {o.status} ({outcome_text(o, verb=False)})")
+
+
+def _unreachable(out: Output, address: ServerAddress, diagnosis: Diagnosis,
+                 args: argparse.Namespace) -> int:
+    if args.json:
+        doc = {
+            "schema": PLAN_SCHEMA if args.dry_run else SCHEMA,
+            "ok": False,
+            "exit_code": EXIT_UNREACHABLE,
+            "server": {"url": address.url, "source": address.source, "version": None},
+            "diagnosis": {"kind": diagnosis.kind, "message": diagnosis.message,
+                          "fixes": list(diagnosis.fixes), "detail": diagnosis.detail},
+            "models": [],
+        }
+        out.emit_json(doc)
+    out.error(diagnosis.message)
+    for fix in diagnosis.fixes:
+        out.info(f"  fix: {fix}")
+    return EXIT_UNREACHABLE
+
+
+def _dry_run(out: Output, address: ServerAddress, names: list[ModelName],
+             options: PullOptions, server: dict[str, Any]) -> int:
+    from provision.http import client
+    from provision.inventory import fetch_inventory
+    from provision.plan import build_plan
+
+    with client(address.url, loopback=address.is_loopback) as http:
+        inventory = fetch_inventory(http)
+    plan = build_plan(names, inventory, force=options.force, insecure=options.insecure,
+                      local=address.is_loopback)
+    exit_code = EXIT_OK if plan.ok else EXIT_NOT_READY
+    if out.json_mode:
+        out.emit_json(plan_to_json(plan, server, exit_code))
+    else:
+        _render_plan(out, plan)
+    for model in plan.models:
+        if model.error:
+            out.error(model.error, model.hint)
+    if plan.fits is False and plan.disk is not None:
+        from provision.output import human_bytes
+
+        out.error(f"not enough disk space at {plan.disk.path}: the pull needs "
+                  f"{human_bytes(plan.download)}, {human_bytes(plan.disk.free_bytes or 0)} "
+                  "is free", "free space there, or set OLLAMA_MODELS (in the server's "
+                  "environment) to a bigger disk and restart the server")
+    return exit_code
+
+
+def plan_to_json(plan: DownloadPlan, server: dict[str, Any], exit_code: int) -> dict[str, Any]:
+    disk = plan.disk
+    return {
+        "schema": PLAN_SCHEMA,
+        "ok": exit_code == EXIT_OK,
+        "exit_code": exit_code,
+        "server": server,
+        "models": [
+            {
+                "name": m.name.short,
+                "present": m.present,
+                "will_pull": m.will_pull,
+                "size": m.size,
+                "download": m.download,
+                "blobs": m.blobs,
+                "parameter_size": m.parameter_size or None,
+                "quantization": m.quantization or None,
+                "family": m.family or None,
+                "error": None if m.error is None else {"message": m.error, "hint": m.hint,
+                                                       "status": m.error_status},
+            }
+            for m in plan.models
+        ],
+        "download": plan.download,
+        "disk": None if disk is None else {
+            "path": str(disk.path), "source": disk.source, "free": disk.free_bytes,
+            "fits": plan.fits,
+        },
+    }
+
+
+def _render_plan(out: Output, plan: DownloadPlan) -> None:
+    from provision.output import human_bytes
+
+    if out.quiet:
+        return
+    pulls = [m for m in plan.models if m.will_pull and not m.error]
+    width = max((len(m.name.short) for m in plan.models), default=0)
+    out.line(f"dry run: {len(pulls)} of {len(plan.models)} "
+             f"model{'s' if len(plan.models) != 1 else ''} would be pulled (nothing downloaded)")
+    for m in plan.models:
+        label = m.name.short.ljust(width)
+        if not m.will_pull:
+            out.line(f"  {label}  present, nothing to download (--force pulls it again)")
+        elif m.error:
+            out.line(f"  {label}  cannot tell: {m.error}")
+        else:
+            facts = [f for f in (m.parameter_size, m.quantization) if f]
+            shared = (f", {human_bytes(m.size - m.download)} already on disk"
+                      if m.size and m.download is not None and m.download < m.size else "")
+            out.line(f"  {label}  {human_bytes(m.download or 0):>9}  {' '.join(facts)}"
+                     f"  ({m.blobs} blobs{shared})")
+    total = f"total: {human_bytes(plan.download)} to download"
+    if plan.disk is None:
+        total += " (the server is remote: its free disk space is not known here)"
+    elif plan.disk.free_bytes is None:
+        total += f"; free disk space at {plan.disk.path} unknown"
+    else:
+        verdict = "fits" if plan.fits else "DOES NOT FIT"
+        total += (f"; {human_bytes(plan.disk.free_bytes)} free at {plan.disk.path} "
+                  f"({plan.disk.source}): {verdict}")
+    out.line(total)
