@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from provision.http import error_text
 from provision.names import ModelName, parse_name
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def ensure_custom_model(http: httpx.Client, spec: CustomModel) -> CreateOutcome:
         with http.stream("POST", "/api/create", json=body) as stream:
             if stream.status_code != 200:
                 stream.read()
-                return CreateOutcome(name=name, status=FAILED, error=_error(stream))
+                return CreateOutcome(name=name, status=FAILED, error=error_text(stream))
             for line in stream.iter_lines():
                 try:
                     event = json.loads(line)
@@ -119,9 +120,3 @@ def ensure_custom_model(http: httpx.Client, spec: CustomModel) -> CreateOutcome:
         return CreateOutcome(name=name, status=FAILED, error=str(exc))
     return CreateOutcome(name=name, status=FAILED, error="the create stream ended early")
 
-
-def _error(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error"))
-    except (ValueError, AttributeError):
-        return response.text.strip() or f"HTTP {response.status_code}"

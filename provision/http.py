@@ -74,3 +74,11 @@ def proxy_for(url: str, environ: dict[str, str]) -> str | None:
     if no_proxy and proxy_bypass_environment(host, no_proxy):
         return None
     return proxy
+
+
+def error_text(response: httpx.Response) -> str:
+    """Ollama's error text: `{"error": "..."}`, else the body, else the status line."""
+    try:
+        return str(response.json().get("error") or response.text)
+    except (ValueError, AttributeError):
+        return response.text.strip()[:200] or f"HTTP {response.status_code}"

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from provision.errors import EXIT_NOT_READY, ProvisionError
 from provision.host import ServerAddress
+from provision.http import error_text
 from provision.names import DEFAULT_HOST, ModelName
 
 if TYPE_CHECKING:
@@ -507,12 +508,8 @@ class _Puller:
 
     def _http_error(self, run: _ModelRun, response: httpx.Response) -> PullError:
         response.read()
-        try:
-            text = str(response.json().get("error") or response.text)
-        except (ValueError, AttributeError):
-            text = response.text.strip()[:200] or response.reason_phrase
-        return classify_server_error(text, run.name, http_status=response.status_code,
-                                     remaining=run.remaining)
+        return classify_server_error(error_text(response), run.name,
+                                     http_status=response.status_code, remaining=run.remaining)
 
     def _read(self, run: _ModelRun, response: httpx.Response, watch: _Watch) -> PullError | None:
         """The hot loop: a fast server sends thousands of lines a second, so per line it

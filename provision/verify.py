@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from provision.http import error_text
 from provision.names import ModelName
 
 if TYPE_CHECKING:
@@ -46,13 +47,6 @@ def placement_of(size: int, size_vram: int) -> str:
     if size_vram <= 0:
         return CPU
     return GPU if size_vram >= size else PARTIAL
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error") or response.text)
-    except (ValueError, AttributeError):
-        return response.text.strip() or f"HTTP {response.status_code}"
 
 
 def _options(num_ctx: int | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,7 +85,7 @@ def verify_model(
     except httpx.HTTPError as exc:
         return Verification(model=model, ok=False, error=f"loading failed: {exc}")
     if response.status_code != 200:
-        return Verification(model=model, ok=False, error=_error_text(response))
+        return Verification(model=model, ok=False, error=error_text(response))
     load_seconds = time.monotonic() - started
     size = size_vram = context_length = None
     placement = None
@@ -118,7 +112,7 @@ def verify_model(
     except httpx.HTTPError as exc:
         return _replace(loaded, ok=False, error=f"generation failed: {exc}")
     if response.status_code != 200:
-        return _replace(loaded, ok=False, error=f"generation failed: {_error_text(response)}")
+        return _replace(loaded, ok=False, error=f"generation failed: {error_text(response)}")
     try:
         data = response.json()
         eval_count = int(data.get("eval_count") or 0)
@@ -162,4 +156,4 @@ def check_endpoint(http: httpx.Client, model: ModelName, wire_api: str) -> Endpo
     if response.status_code == 200:
         return EndpointCheck(path=path, ok=True, status=200)
     return EndpointCheck(path=path, ok=False, status=response.status_code,
-                         error=_error_text(response)[:200])
+                         error=error_text(response)[:200])

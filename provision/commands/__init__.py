@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from provision.host import ServerAddress
+    from provision.names import ModelName
+    from provision.output import Output
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -27,3 +33,33 @@ def positive_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: '{text}'")
     return value
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: '{text}'")
+        return value
+
+    return parse
+
+
+def server_and_models(args: argparse.Namespace) -> tuple[Output, list[ModelName], ServerAddress]:
+    """The start every server command shares: output, names checked before any request
+    (an invalid one is exit 2), the resolved address and its notes."""
+    from provision.host import resolve_host
+    from provision.names import parse_names
+    from provision.output import Output
+
+    out = Output(json_mode=args.json, quiet=args.quiet)
+    names = parse_names(args.models)
+    address = resolve_host(args.host)
+    for note in address.notes:
+        out.warn(note)
+    return out, names, address

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from provision.commands import common_options, positive_float
+from provision.commands import common_options, positive_float, server_and_models
 from provision.errors import EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE
 
 SCHEMA = "ollama-provision.check/1"
@@ -37,16 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provision.host import resolve_host
-    from provision.names import parse_names
-    from provision.output import Output
     from provision.readiness import check_readiness
 
-    out = Output(json_mode=args.json, quiet=args.quiet)
-    names = parse_names(args.models)  # invalid names fail here, before any request
-    address = resolve_host(args.host)
-    for note in address.notes:
-        out.warn(note)
+    out, names, address = server_and_models(args)
     report = check_readiness(
         address, names, wait=args.wait, min_version=args.min_version,
         on_wait=_waiting_printer(out) if args.wait else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from provision.commands import common_options
+from provision.commands import common_options, whole_number
 
 if TYPE_CHECKING:
     from provision.hardware_report import HardwareReport, ModelReport
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "not fit (or is unknown), 2 input error.",
     )
     parser.add_argument("models", nargs="*", metavar="MODEL", help="models to judge")
-    parser.add_argument("--num-ctx", type=_positive_int, metavar="N",
+    parser.add_argument("--num-ctx", type=whole_number(1), metavar="N",
                         help="context length to judge at (default: what the server would use)")
     parser.add_argument("--assume", action="append", default=[], metavar="SPEC",
                         help="judge another machine: KEY=VALUE,... (ram=64G,gpu=2x24G,disk=1T,"
@@ -46,16 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="read whole GGUF headers (several MiB each) for exact per-layer "
                         "sizes instead of stopping at 4 MiB")
     parser.set_defaults(run=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: '{text}'")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

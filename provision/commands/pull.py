@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from provision.commands import common_options, positive_float
+from provision.commands import common_options, positive_float, server_and_models, whole_number
 from provision.errors import EXIT_INTERRUPTED, EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -21,23 +21,6 @@ if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instan
 
 SCHEMA = "ollama-provision.pull/1"
 PLAN_SCHEMA = "ollama-provision.pull-plan/1"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: '{text}'")
-    return value
-
-
-def _at_least_one(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: '{text}'")
-    return value
 
 
 def _stall(text: str) -> float:
@@ -64,12 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="download nothing: show sizes from the registry and the free disk")
     parser.add_argument("--insecure", action="store_true",
                         help="the registry in the model name speaks plain HTTP")
-    parser.add_argument("--parallel", type=_at_least_one, default=1, metavar="N",
+    parser.add_argument("--parallel", type=whole_number(1), default=1, metavar="N",
                         help="pull N models at once (default 1)")
     parser.add_argument("--stall-timeout", type=_stall, default=60.0, metavar="SECONDS",
                         help="no progress for this long: drop the connection and retry "
                         "(default 60)")
-    parser.add_argument("--retries", type=_count, default=5, metavar="N",
+    parser.add_argument("--retries", type=whole_number(0), default=5, metavar="N",
                         help="retries per model, with exponential backoff (default 5)")
     parser.add_argument("--no-disk-check", action="store_true",
                         help="pull even when the local disk looks too small")
@@ -80,17 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provision.host import resolve_host
-    from provision.names import parse_names
-    from provision.output import Output, stream_is_terminal
+    from provision.output import stream_is_terminal
     from provision.probe import probe
     from provision.pull import PullOptions
 
-    out = Output(json_mode=args.json, quiet=args.quiet)
-    names = parse_names(args.models)  # invalid names fail here, before any request
-    address = resolve_host(args.host)
-    for note in address.notes:
-        out.warn(note)
+    out, names, address = server_and_models(args)
     result = probe(address)
     if result.diagnosis is not None:
         return _unreachable(out, address, result.diagnosis, args)
