@@ -322,3 +322,31 @@ def test_console_script_runs_as_a_process(make_ollama) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ready"] is True
+
+
+def test_hardware_verdicts_on_request(capsys, make_ollama, monkeypatch) -> None:
+    srv = make_ollama(installed=["llama3.2:1b"])
+    monkeypatch.setenv("OLLAMA_PROVISION_REGISTRY", srv.url)
+    code, doc = check_json(capsys, "--host", srv.url, "--hardware", "llama3.2:1b",
+                           "llama3.1:70b")
+    by_name = {m["name"]: m for m in doc["models"]}
+    assert by_name["llama3.2:1b"]["hardware"]["verdict"] in ("gpu", "partial", "cpu")
+    assert by_name["llama3.1:70b"]["present"] is False
+    assert by_name["llama3.1:70b"]["hardware"]["verdict"] in ("gpu", "partial", "cpu", "no-fit")
+    code, doc = check_json(capsys, "--host", srv.url, "llama3.2:1b")
+    assert "hardware" not in doc["models"][0]  # not asked: no slow probes
+
+
+def test_check_json_stays_off_slow_imports(make_ollama) -> None:
+    # py-cpuinfo's probe takes a second and rich's import tens of ms: `check --json`
+    # (called in CI loops) must load neither.
+    srv = make_ollama()
+    code = (
+        "import sys; from provision.cli import main; "
+        f"rc = main(['check', '--json', '--host', '{srv.url}']); "
+        "print(sorted(m for m in ('cpuinfo', 'rich', 'psutil', 'tomlkit') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="X.Y.Z",
         help="also require at least this server version (not ready otherwise)",
     )
+    parser.add_argument(
+        "--hardware",
+        action="store_true",
+        help="also judge each MODEL against this machine (as `hardware` does; slower)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -44,17 +49,53 @@ def run(args: argparse.Namespace) -> int:
         address, names, wait=args.wait, min_version=args.min_version,
         on_wait=_waiting_printer(out) if args.wait else None,
     )
+    fits = _judge(report, address) if args.hardware and report.diagnosis is None else {}
     if args.json:
-        out.emit_json(to_json(report))
+        document = to_json(report)
+        for model in document["models"]:
+            if model["name"] in fits:
+                model["hardware"] = fits[model["name"]]
+        out.emit_json(document)
     elif out.terminal:
         _render_rich(report, out)
     else:
         _render_plain(report, out)
+    if fits and not args.json:
+        for name, fit in fits.items():
+            out.line(f"model {name}: {fit['verdict']}" + (f" ({fit['where']})" if fit["where"]
+                                                          else "")
+                     + (f": {fit['error']}" if fit["error"] else ""))
     if report.diagnosis is not None:
         _render_diagnosis(report, out)
     for warning in report.warnings:
         out.warn(warning)
     return report.exit_code
+
+
+def _judge(report: Any, address: Any) -> dict[str, dict[str, Any]]:
+    """Hardware verdict per requested model (the machine probe is fast; the models are
+    judged from /api/show when present, else from the registry)."""
+    from provision.hardware_report import assess
+    from provision.machine import probe_machine
+
+    names = [m.name for m in report.models]
+    if not names:
+        return {}
+    judged = assess(names, probe_machine(), address=address, server_version=report.version,
+                    alternatives=False)
+    result = {}
+    for status, model in zip(report.models, judged.models):
+        fit = model.fit
+        result[status.display_name] = {
+            "verdict": model.verdict,
+            "where": fit.where if fit and fit.fits else None,
+            "memory": fit.total if fit else None,
+            "tokens_per_second": list(fit.tokens_per_second)
+            if fit and fit.tokens_per_second else None,
+            "error": model.error or ("; ".join(r.message for r in fit.reasons)
+                                     if fit and not fit.fits else None),
+        }
+    return result
 
 
 def _waiting_printer(out: Any) -> Any:
