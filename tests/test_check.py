@@ -350,3 +350,54 @@ def test_check_json_stays_off_slow_imports(make_ollama) -> None:
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.fixture
+def tls_server(tmp_path):  # noqa: ANN001, ANN201
+    """A real HTTPS server on loopback with a self-signed certificate."""
+    import http.server
+    import shutil
+    import ssl
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = b"Ollama is running"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_untrusted_certificate(capsys, tls_server) -> None:
+    code, doc = check_json(capsys, "--host", f"https://127.0.0.1:{tls_server}")
+    assert code == 3
+    assert doc["diagnosis"]["kind"] == "tls-error"
+    assert "not trusted" in doc["diagnosis"]["message"]
+    assert any("SSL_CERT_FILE" in f for f in doc["diagnosis"]["fixes"])
+
+
+def test_plain_http_to_a_tls_port(capsys, tls_server) -> None:
+    code, doc = check_json(capsys, "--host", f"http://127.0.0.1:{tls_server}")
+    assert code == 3
+    assert doc["diagnosis"]["kind"] in ("not-ollama", "tls-error")
+    assert any(f"https://127.0.0.1:{tls_server}" in f for f in doc["diagnosis"]["fixes"])
