@@ -17,7 +17,9 @@ from provision.errors import EXIT_INTERRUPTED, ProvisionError
 COMMANDS = ("check", "pull", "config", "hardware", "apply")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command's (scripts call one command in loops:
+    importing the other command modules would cost more than the whole `check`)."""
     parser = argparse.ArgumentParser(
         prog="ollama-provision",
         description="Make this machine, a CI runner or a fleet ready to run local LLMs "
@@ -27,13 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in (only,) if only in COMMANDS else COMMANDS:
         importlib.import_module(f"provision.commands.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
