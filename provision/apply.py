@@ -16,7 +16,9 @@ from provision.errors import (
     EXIT_NOT_READY,
     EXIT_OK,
     EXIT_UNREACHABLE,
+    EXIT_USAGE,
     ProvisionError,
+    UsageError,
 )
 from provision.gate import Judged
 from provision.github import Actions
@@ -26,6 +28,10 @@ from provision.names import ModelName
 from provision.verify import Verification
 
 OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+
+# Failures that a server coming up resolves: worth waiting for. Not installed, a wrong
+# name, TLS or a proxy problem do not go away by themselves.
+WORTH_WAITING = ("not-running", "connection-refused", "no-answer", "timeout")
 
 
 @dataclass(frozen=True)
@@ -131,8 +137,22 @@ class _Run:
         self.judged: list[Judged] = []
         self.version: str | None = None
         self.models_dir: str | None = None
+        self.usage_error = False
+        # Input errors are found here, before any step runs (exit 2, nothing done):
         # --host, else the manifest's [server].host, else OLLAMA_HOST, else the default.
         self.address = resolve_host(options.host or manifest.server.host, environ=self.env)
+        self.assumption = None
+        if options.assume:
+            from provision.assume import parse_assume
+
+            self.assumption = parse_assume(list(options.assume))
+        home = options.codex_home or manifest.codex.codex_home
+        if manifest.codex.enabled and home:
+            from pathlib import Path
+
+            path = Path(home).expanduser()
+            if path.exists() and not path.is_dir():
+                raise UsageError(f"Codex home {home} is not a directory")
 
     # --- helpers -------------------------------------------------------------------------
     def _step(self, name: str, title: str, body: Any) -> StepResult:
@@ -141,6 +161,9 @@ class _Run:
         try:
             status, summary, data, errors = body()
         except ProvisionError as exc:
+            # e.g. the user's own config.toml is invalid: the run goes on where it can, and
+            # ends with the input-error exit code.
+            self.usage_error |= isinstance(exc, UsageError)
             status, summary, data, errors = FAILED, exc.message, {}, [exc.message]
         result = StepResult(name, status, summary, time.monotonic() - started, data,
                             tuple(errors))
@@ -151,13 +174,17 @@ class _Run:
     def _set(self, key: str, **changes: Any) -> None:
         self.models[key] = replace(self.models[key], **changes)
 
-    def _http(self) -> Any:
-        from provision.http import Timeouts, client
+    def _timeouts(self) -> Any:
+        from provision.http import Timeouts
 
         server = self.manifest.server
+        return Timeouts(connect=server.connect_timeout, read=server.read_timeout)
+
+    def _http(self) -> Any:
+        from provision.http import client
+
         return client(self.address.url, loopback=self.address.is_loopback,
-                      timeouts=Timeouts(connect=server.connect_timeout,
-                                        read=max(server.read_timeout, 1.0)))
+                      timeouts=self._timeouts())
 
     # --- 1. check ------------------------------------------------------------------------
     def check(self) -> StepResult:
@@ -167,7 +194,7 @@ class _Run:
             wait = self.manifest.server.wait if self.options.wait is None else self.options.wait
             for note in self.address.notes:
                 self.log.info(note)
-            result = probe(self.address, environ=self.env)
+            result = probe(self.address, environ=self.env, timeouts=self._timeouts())
             started = None
             if not result.reachable and result.diagnosis and \
                     result.diagnosis.kind == "not-running" and \
@@ -180,12 +207,16 @@ class _Run:
                                        wait=max(wait, 10.0), environ=self.env)
                 result = started.result
                 self.log.info(f"started (pid {started.pid}); its log: {started.log_path}")
-            elif not result.reachable and wait > 0:
+            elif not result.reachable and wait > 0 and result.diagnosis and \
+                    result.diagnosis.kind in WORTH_WAITING:
                 self.log.info(f"waiting up to {wait:g} s for Ollama at {self.address.url}")
-                result = wait_for_server(self.address, wait, environ=self.env)
+                result = wait_for_server(self.address, wait, environ=self.env,
+                                         timeouts=self._timeouts())
             if not result.reachable:
                 diagnosis = result.diagnosis
                 assert diagnosis is not None
+                for fix in diagnosis.fixes:
+                    self.log.info(f"fix: {fix}")
                 fixes = "; ".join(diagnosis.fixes[:2])
                 return FAILED, diagnosis.message, {
                     "diagnosis": {"kind": diagnosis.kind, "message": diagnosis.message,
@@ -238,8 +269,9 @@ class _Run:
                     self.log.info(message)
                     if judged.spec.required:
                         errors.append(message)
-            data = {"machine": {"gpus": [g.name for g in machine.gpus],
-                                "memory_available": machine.memory.available},
+            data = {"machine": None if machine is None else {
+                        "gpus": [g.name for g in machine.gpus],
+                        "memory_available": machine.memory.available},
                     "models": [{"name": j.name.short, "verdict": j.verdict,
                                 "allowed": j.allowed, "reason": j.reason,
                                 "candidates": [list(c) for c in j.candidates]}
@@ -250,11 +282,12 @@ class _Run:
         return self._step("hardware", "can this machine run the models?", body)
 
     def _machine(self) -> tuple[Any, str | None]:
-        if self.options.assume:
-            from provision.assume import parse_assume
-
-            assumption = parse_assume(list(self.options.assume))
-            return assumption.machine, assumption.server_version
+        """The machine the server runs on: described (--assume), this one when the server is
+        local, else None (this machine's RAM and GPUs say nothing about a remote server)."""
+        if self.assumption is not None:
+            return self.assumption.machine, self.assumption.server_version
+        if not self.address.is_loopback:
+            return None, None
         from provision.machine import probe_machine
 
         return probe_machine(environ=self.env), None
@@ -305,7 +338,8 @@ class _Run:
                     "creates": creates}
             summary = (f"{len(data['pulls'])} to pull ({human_bytes(plan.download)}), "
                        f"{len(data['present'])} present, {len(creates)} custom")
-            return (FAILED if errors else OK), summary, data, errors
+            would_change = self.options.dry_run and (data["pulls"] or creates)
+            return (FAILED if errors else CHANGED if would_change else OK), summary, data, errors
 
         return self._step("plan", "what needs doing", body)
 
@@ -318,7 +352,8 @@ class _Run:
             spec = self.manifest.pull
             options = PullOptions(force=False, insecure=spec.insecure, parallel=spec.parallel,
                                   stall_timeout=spec.stall_timeout, retries=spec.retries,
-                                  backoff_base=PullOptions.backoff_from_env(self.env))
+                                  backoff_base=PullOptions.backoff_from_env(self.env),
+                                  connect_timeout=self.manifest.server.connect_timeout)
             reporter = make_reporter(quiet=self.log.quiet, terminal=self.terminal,
                                      stream=self.progress_stream)
             outcomes = pull_models(self.address, self._pull_names(), options, reporter,
@@ -399,8 +434,8 @@ class _Run:
             with self._http() as http:
                 for judged in self.judged:
                     key = judged.name.short
-                    if self.models[key].status == FAILED:
-                        continue
+                    if self.models[key].status == FAILED or not spec.load:
+                        continue  # `load = false`: only the client endpoint is checked
                     embedding = _is_embedding(http, judged.name)
                     result = verify_model(
                         http, judged.name, num_ctx=judged.spec.num_ctx,
@@ -472,6 +507,8 @@ class _Run:
             model = self._codex_model()
             if model is None:
                 return SKIPPED, "no usable model for Codex", {}, []
+            if model in self.models and self.models[model].status == FAILED:
+                return SKIPPED, f"not pointing Codex at {model}: it failed", {}, []
             home = self.options.codex_home or codex.codex_home
             result = configure_codex(ConfigRequest(
                 model=model, server=ServerFacts(self.address, self.version, True),
@@ -495,8 +532,7 @@ class _Run:
             verb = "would write" if self.options.dry_run else "wrote"
             summary = (f"{verb} {result.path} ({result.form}); use: {result.usage}"
                        if result.changed else f"{result.path} unchanged")
-            status = FAILED if errors else (CHANGED if result.changed and
-                                            not self.options.dry_run else OK)
+            status = FAILED if errors else (CHANGED if result.changed else OK)
             return status, summary, data, errors
 
         return self._step("configure", "Codex config", body)
@@ -523,7 +559,9 @@ def run_apply(manifest: Manifest, options: ApplyOptions, *, log: StepLog,
     if options.dry_run:
         if manifest.codex.enabled:
             run.configure()
-        return _result(run, EXIT_NOT_READY if plan.status == FAILED else EXIT_OK)
+        refused = any(m.required and m.status == FAILED for m in run.models.values())
+        failed = refused or any(s.status == FAILED for s in run.steps)
+        return _result(run, EXIT_NOT_READY if failed else EXIT_OK)
     if plan.status == FAILED:
         return _result(run, EXIT_NOT_READY)
     run.pull()
@@ -538,6 +576,8 @@ def run_apply(manifest: Manifest, options: ApplyOptions, *, log: StepLog,
 
 
 def _result(run: _Run, code: int) -> ApplyResult:
+    if run.usage_error:
+        code = EXIT_USAGE
     return ApplyResult(source=run.manifest.source, address=run.address, steps=tuple(run.steps),
                        models=tuple(run.models.values()), exit_code=code,
                        dry_run=run.options.dry_run, models_dir=run.models_dir)

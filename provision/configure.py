@@ -11,7 +11,6 @@ files back if this change is what broke it.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,23 +239,13 @@ def _auth(request: ConfigRequest, env: Mapping[str, str], warnings: list[str]) -
     return Auth(request.env_key, tuple(request.env_http_headers))
 
 
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<creds>[^/@\s]+)@")
-
-
 def _address(flag: str | None, env: dict[str, str], warnings: list[str]) -> ServerAddress:
-    """The server, with any `user:password@` taken out of the URL (never written)."""
-    cleaned: dict[str, str | None] = {"flag": flag, "env": env.get("OLLAMA_HOST")}
-    for source, value in cleaned.items():
-        if value and _USERINFO.match(value.strip().strip("\"'")):
-            stripped = _USERINFO.sub(lambda m: m["scheme"] or "", value.strip().strip("\"'"))
-            cleaned[source] = stripped
-            warnings.append("the server address held credentials (user:password@): they were "
-                            "left out of the config; use --env-key or --env-header instead")
-    env = dict(env)
-    if cleaned["env"] is not None:
-        env["OLLAMA_HOST"] = cleaned["env"] or ""
-    address = resolve_host(cleaned["flag"], env)
-    warnings.extend(address.notes)
+    """The server; any `user:password@` in it is dropped by host resolution (never written)."""
+    address = resolve_host(flag, env)
+    warnings.extend(n for n in address.notes if "credentials" not in n)
+    if address.had_credentials:
+        warnings.append("the server address held credentials (user:password@): they were "
+                        "left out of the config; use --env-key or --env-header instead")
     return address
 
 

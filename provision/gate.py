@@ -61,9 +61,13 @@ def _assess_one(name: ModelName, machine: Machine, address: ServerAddress | None
     return report.models[0]
 
 
+REMOTE_UNJUDGED = ("the server is another machine: not judged against this one (describe it "
+                   "with --assume, or run apply on the server)")
+
+
 def judge_specs(
     specs: tuple[ModelSpec, ...],
-    machine: Machine,
+    machine: Machine | None,
     *,
     address: ServerAddress | None,
     hardware: HardwareSpec,
@@ -71,9 +75,14 @@ def judge_specs(
     server_version: str | None = None,
     registry: RegistryClient,
 ) -> list[Judged]:
+    """Judge every declaration; `machine` None: the server's hardware is unknown (a remote
+    server, not described): named models pass unjudged, a `choose` list cannot be decided."""
     require = requirement(hardware)
     judged: list[Judged] = []
     for spec in specs:
+        if machine is None:
+            judged.append(_unjudged(spec))
+            continue
         if spec.choose:
             judged.append(_choose(spec, machine, address, require, registry, server_version))
             continue
@@ -84,6 +93,16 @@ def judge_specs(
         allowed, reason = _allowed(report, require, force)
         judged.append(Judged(spec, name, pull_name, report, allowed, reason))
     return judged
+
+
+def _unjudged(spec: ModelSpec) -> Judged:
+    if spec.choose:
+        name = parse_name(spec.choose[0])
+        return Judged(spec, name, name, None, False,
+                      "a `choose` list needs the server's hardware: " + REMOTE_UNJUDGED)
+    name = parse_name(spec.name or "")
+    pull_name = parse_name(spec.base) if spec.base else name
+    return Judged(spec, name, pull_name, None, True, REMOTE_UNJUDGED)
 
 
 def _allowed(report: ModelReport, require: str, force: bool) -> tuple[bool, str | None]:

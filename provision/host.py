@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 
 from provision.errors import UsageError
@@ -30,6 +31,7 @@ class ServerAddress:
     source: str  # "flag", "env" or "default"
     raw: str  # what the user wrote (after quote/space stripping)
     notes: tuple[str, ...] = field(default=())
+    had_credentials: bool = False  # `user:password@` was given (and dropped, never shown)
 
     @property
     def is_loopback(self) -> bool:
@@ -65,6 +67,22 @@ def _strip(value: str) -> str:
     return value.strip().strip("\"'")
 
 
+# A host name (RFC 1123 labels, and `_` which some internal names use) or an IPv4 address;
+# IPv6 literals are checked separately.
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
+
+
+def _valid_host(host: str) -> bool:
+    if _HOSTNAME.match(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def _split_host_port(hostport: str) -> tuple[str, str] | None:
     """Go's net.SplitHostPort: None when there is no port part."""
     if hostport.startswith("["):
@@ -98,6 +116,14 @@ def parse_host(value: str, *, source: str = "env") -> ServerAddress:
                 hint="use http:// or https://, or just host:port",
             )
     hostport, _, path = hostport.partition("/")
+    had_credentials = "@" in hostport
+    if had_credentials:
+        # Credentials in a URL end up in logs and config files: drop them, never echo them.
+        hostport = hostport.rsplit("@", 1)[1]
+        raw = f"{scheme}://***@{hostport}" + (f"/{path}" if path else "") if sep else \
+            f"***@{hostport}" + (f"/{path}" if path else "")
+        notes.append("the server address held credentials (user:password@): they are not "
+                     "used, shown or written anywhere")
     split = _split_host_port(hostport)
     if split is None:
         host, port = "127.0.0.1", default_port
@@ -115,12 +141,17 @@ def parse_host(value: str, *, source: str = "env") -> ServerAddress:
             hint=f"Ollama itself would silently use port {default_port} instead; "
             "give a port between 1 and 65535",
         )
+    if host and not _valid_host(host):
+        raise UsageError(
+            f"{_label(source, raw)}: '{host}' is not a valid host name or IP address",
+            hint="write host, host:port, [ipv6]:port or a URL like http://host:port",
+        )
     host = _connectable(host, notes, raw)
     path = "/" + path.strip("/") if path.strip("/") else ""
     url = f"{scheme}://{_bracket(host)}:{port}{path}"
     return ServerAddress(
         url=url, scheme=scheme, host=host, port=int(port), path=path,
-        source=source, raw=raw, notes=tuple(notes),
+        source=source, raw=raw, notes=tuple(notes), had_credentials=had_credentials,
     )
 
 

@@ -110,6 +110,10 @@ def _nonneg_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
 
 
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+
+
 def _int_at_least(minimum: int) -> Check:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
 
@@ -128,13 +132,13 @@ _SECTIONS: dict[str, dict[str, tuple[Check, str, str]]] = {
         "host": (_is_str, "a string like 'http://127.0.0.1:11434'", "host"),
         "wait": (_nonneg_number, "seconds (a number >= 0)", "wait"),
         "start": (_is_bool, "true or false", "start"),
-        "connect_timeout": (_nonneg_number, "seconds (a number >= 0)", "connect_timeout"),
-        "read_timeout": (_nonneg_number, "seconds (a number >= 0)", "read_timeout"),
+        "connect_timeout": (_positive_number, "seconds (a number > 0)", "connect_timeout"),
+        "read_timeout": (_positive_number, "seconds (a number > 0)", "read_timeout"),
     },
     "pull": {
         "parallel": (_int_at_least(1), "an integer >= 1", "parallel"),
         "retries": (_int_at_least(0), "an integer >= 0", "retries"),
-        "stall_timeout": (_nonneg_number, "seconds (a number >= 0)", "stall_timeout"),
+        "stall_timeout": (_positive_number, "seconds (a number > 0)", "stall_timeout"),
         "insecure": (_is_bool, "true or false", "insecure"),
     },
     "codex": {
@@ -258,7 +262,32 @@ def parse_manifest(text: str, source: str) -> Manifest:
                           ("verify", VerifySpec), ("hardware", HardwareSpec))
         if name in data
     }
+    _check_values(source, sections)
     return Manifest(source=source, models=models, **sections)
+
+
+def _check_values(source: str, sections: dict[str, Any]) -> None:
+    """Values whose form is known up front: rejected at load time, not after downloads."""
+    from provision.codex_config import check_plain_name
+    from provision.host import parse_host
+
+    server, codex = sections.get("server"), sections.get("codex")
+    if server is not None and server.host is not None:
+        try:
+            parse_host(server.host, source="flag")
+        except UsageError as exc:
+            raise _fail(source, "server.host", exc.message.split(": ", 1)[-1]) from None
+    if codex is None:
+        return
+    if codex.model is not None:
+        _check_name(source, "codex.model", codex.model)
+    for key in ("profile", "provider_id"):
+        value = getattr(codex, key)
+        if value is not None:
+            try:
+                check_plain_name(value, key)
+            except UsageError as exc:
+                raise _fail(source, f"codex.{key}", exc.message) from None
 
 
 def load_manifest(path: str | None) -> Manifest:

@@ -35,6 +35,7 @@ TLS = "tls-error"
 PROXY = "proxy-error"
 NOT_OLLAMA = "not-ollama"
 UNREACHABLE = "network-unreachable"
+SERVER_ERROR = "server-error"  # it is Ollama, but an API call it must answer failed
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from provision.errors import EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE, UsageError
+from provision.errors import (
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ProvisionError,
+    UsageError,
+)
 from provision.host import ServerAddress
 from provision.inventory import InstalledModel, Inventory, fetch_inventory
 from provision.names import ModelName
-from provision.probe import Diagnosis, ProbeResult, probe, wait_for_server
+from provision.probe import SERVER_ERROR, Diagnosis, ProbeResult, probe, wait_for_server
 from provision.versions import (
     RESPONSES_API_MIN_OLLAMA,
     at_least,
@@ -46,7 +52,7 @@ class Readiness:
     @property
     def responses_api(self) -> bool | None:
         """Does the server offer /v1/responses (what current Codex talks)?"""
-        if self.diagnosis is not None:
+        if self.version is None and self.diagnosis is not None:
             return None
         return at_least(self.version, RESPONSES_API_MIN_OLLAMA)
 
@@ -74,7 +80,13 @@ def check_readiness(
         if result.diagnosis is not None:
             return Readiness(address=address, exit_code=EXIT_UNREACHABLE,
                              diagnosis=result.diagnosis)
-        inventory = fetch_inventory(http)
+        try:
+            inventory = fetch_inventory(http)
+        except ProvisionError as exc:
+            return Readiness(address=address, exit_code=EXIT_NOT_READY, version=result.version,
+                             diagnosis=Diagnosis(SERVER_ERROR, exc.message, (
+                                 "look at the server's log (journalctl -u ollama, or the "
+                                 "output of `ollama serve`)",)))
     statuses = tuple(ModelStatus(name, inventory.find(name)) for name in names)
     warnings: list[str] = []
     ready = all(s.installed is not None for s in statuses)

@@ -336,3 +336,92 @@ def test_start_brings_up_an_installed_server(env, capsys, tmp_path) -> None:
         registry.stop()
         if pid:
             os.kill(pid, 15)
+
+
+def test_dry_run_of_a_model_that_cannot_run_is_not_ready(env, capsys, tmp_path) -> None:
+    srv = serve(env, vram=[])
+    try:
+        file = manifest(tmp_path, SMALL + '\n[[models]]\nname = "llama3.1:70b"\n')
+        code, doc, _ = apply(capsys, "-f", file, "--dry-run", "--assume", "ram=16G,gpu=none")
+        assert code == 1 and doc["ready"] is False
+        assert doc["changed"] is True  # llama3.2:1b would still be pulled
+        assert step(doc, "plan")["status"] == "changed"
+    finally:
+        srv.stop()
+
+
+def test_dry_run_says_what_would_change(env, capsys, tmp_path) -> None:
+    srv = serve(env)
+    try:
+        code = main(["apply", "-f", manifest(tmp_path, SMALL), "--dry-run", "--assume", "ram=16G"])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "would change: plan, configure" in out
+    finally:
+        srv.stop()
+
+
+def test_unreachable_prints_how_to_fix_without_waiting(env, capsys, tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
+    code = main(["apply", "-f", manifest(tmp_path, SMALL)])  # [server].wait defaults to 30
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "fix: " in err
+    assert "waiting up to" not in err  # not installed: waiting would not help
+
+
+def test_input_errors_stop_before_any_step(env, capsys, tmp_path) -> None:
+    srv = serve(env)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    try:
+        for args in (["--assume", "ram=abc"], ["--codex-home", str(not_a_dir)]):
+            code = main(["apply", "-f", manifest(tmp_path, SMALL), *args])
+            err = capsys.readouterr().err
+            assert code == 2, args
+            assert err.startswith("error: ") and "==> check" not in err
+        assert srv.requests == []
+    finally:
+        srv.stop()
+
+
+def test_verify_without_loading(env, capsys, tmp_path) -> None:
+    srv = serve(env)
+    try:
+        file = manifest(tmp_path, SMALL + "\n[verify]\nload = false\n")
+        code, doc, _ = apply(capsys, "-f", file, "--assume", "ram=16G")
+        assert code == 0
+        assert not srv.requests_to("/api/generate")
+        assert doc["models"][0]["verification"] is None
+        assert step(doc, "verify")["data"]["endpoint"]["ok"]
+    finally:
+        srv.stop()
+
+
+def test_codex_is_not_pointed_at_a_failed_model(env, capsys, tmp_path) -> None:
+    srv = serve(env)
+    srv.faults.append(Fault("error_line", times=None, message="no space left on device"))
+    try:
+        code, doc, _ = apply(capsys, "-f", manifest(tmp_path, SMALL), "--assume", "ram=16G")
+        assert code == 1
+        assert step(doc, "configure")["status"] == "skipped"
+        assert not (tmp_path / "codex" / "config.toml").exists()
+    finally:
+        srv.stop()
+
+
+def test_a_remote_server_is_not_judged_by_this_machine() -> None:
+    from provision.gate import judge_specs
+    from provision.manifest import HardwareSpec, ModelSpec
+    from provision.registry import RegistryClient
+
+    specs = (ModelSpec(name="llama3.1:70b"), ModelSpec(choose=("a", "b")))
+    with RegistryClient() as registry:
+        named, chosen = judge_specs(specs, None, address=None,
+                                    hardware=HardwareSpec(require_gpu=True), registry=registry)
+    assert named.allowed and "another machine" in (named.reason or "")
+    assert not chosen.allowed and "needs the server's hardware" in (chosen.reason or "")
+    assert registry.requests == 0

@@ -401,3 +401,13 @@ def test_plain_http_to_a_tls_port(capsys, tls_server) -> None:
     assert code == 3
     assert doc["diagnosis"]["kind"] in ("not-ollama", "tls-error")
     assert any(f"https://127.0.0.1:{tls_server}" in f for f in doc["diagnosis"]["fixes"])
+
+
+def test_server_whose_model_list_fails_is_reachable_but_not_ready(capsys, make_ollama) -> None:
+    srv = make_ollama()
+    srv.faults.append(Fault("http_500", endpoint="/api/tags", times=None, message="boom"))
+    code, doc = check_json(capsys, "--host", srv.url)
+    assert code == 1
+    assert doc["server"]["reachable"] is True and doc["server"]["version"] == srv.version
+    assert doc["diagnosis"]["kind"] == "server-error"
+    assert "/api/tags" in doc["diagnosis"]["message"]

@@ -71,3 +71,16 @@ def test_unknown_scheme_is_an_error() -> None:
 )
 def test_loopback_detection(value: str, loopback: bool) -> None:
     assert resolve_host(value).is_loopback is loopback
+
+
+@pytest.mark.parametrize("value", ["host:1:2", "bad host", "a..b", "-x.com", "http://h%20x"])
+def test_invalid_host_is_a_usage_error(value: str) -> None:
+    with pytest.raises(UsageError, match="not a valid host name"):
+        resolve_host(environ={"OLLAMA_HOST": value})
+
+
+def test_credentials_are_dropped_and_never_shown() -> None:
+    address = resolve_host("http://bob:hunter2@ollama.lab:8080/api-root")
+    assert address.url == "http://ollama.lab:8080/api-root"
+    assert address.had_credentials
+    assert "hunter2" not in address.raw + " ".join(address.notes) + address.describe_source()

@@ -70,3 +70,19 @@ def test_invalid_toml_reports_line_and_column() -> None:
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file"):
         load_manifest(str(tmp_path / "nope.toml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[pull]\nstall_timeout = 0\n", "pull.stall_timeout: expected seconds (a number > 0)"),
+        ("[server]\nconnect_timeout = 0\n", "server.connect_timeout: expected seconds"),
+        ("[server]\nhost = 'host:1:2'\n", "server.host: 'host:1:2' is not a valid host"),
+        ("[codex]\nprofile = '../evil'\n", "codex.profile: profile '../evil' must be a plain"),
+        ("[codex]\nmodel = 'not valid!'\n", "codex.model: invalid model name"),
+    ],
+)
+def test_values_that_would_break_the_run_are_refused_at_load(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_manifest(text, "m.toml")
+    assert message in info.value.message

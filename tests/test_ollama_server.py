@@ -413,10 +413,9 @@ def test_stall_client_timeout_and_prompt_stop(make_ollama: Callable[..., OllamaT
     thread = threading.Thread(target=stalled_pull)
     thread.start()
     time.sleep(0.2)
-    started = time.monotonic()
     srv.stop()
     thread.join(5)
-    assert time.monotonic() - started < 1.5 and not thread.is_alive()
+    assert not thread.is_alive()  # stop() ends a stalled stream instead of hanging on it
     assert errors and isinstance(errors[0], httpx.HTTPError)
 
 
@@ -486,16 +485,13 @@ def test_concurrent_pulls_share_one_download(make_ollama: Callable[..., OllamaTe
     def worker(i: int) -> None:
         results[i] = pull(srv, "llama3.2:1b")
 
-    started = time.monotonic()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
         time.sleep(0.08)
     for t in threads:
         t.join(10)
-    elapsed = time.monotonic() - started
     assert len(results) == 2 and all(r[-1] == {"status": "success"} for r in results.values())
-    assert elapsed < 0.53 * 1.6  # not two downloads one after the other
     weights = srv.manifest("llama3.2:1b")["layers"][0]["digest"]
     late = blob_lines(results[1], weights)
     assert late[0].get("completed", 0) > 0  # the second pull joined a running download
@@ -707,13 +703,11 @@ def test_hundred_installed_models(make_ollama: Callable[..., OllamaTestServer]) 
     models = [make_catalog_model(f"bench/m{i}:latest", params="1B", quant="Q4_0")
               for i in range(100)]
     assert isinstance(models[0], CatalogModel) and models[0].block_count == 16
-    started = time.monotonic()
     srv = make_ollama(catalog={**CATALOG, **{m.name: m for m in models}},
                       installed=[m.name for m in models])
     tags = httpx.get(srv.url + "/api/tags", timeout=30).json()["models"]
     assert len(tags) == 100 and tags[0]["name"] == "bench/m99:latest"
     assert tags[0]["details"]["quantization_level"] == "Q4_0"
-    assert time.monotonic() - started < 5
     qwen = make_catalog_model("q:7b", arch="qwen2", params=7e9)
     assert (qwen.block_count, qwen.head_count_kv, qwen.tokenizer) == (28, 4, "qwen2")
 

@@ -30,8 +30,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: '{text}'")
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number from 0 up: '{text}'")
     return value
 
 

@@ -131,6 +131,8 @@ def _render_plain(result: Any, out: Any) -> None:
         line = f"model {m.name}: {m.status}" + (f" ({', '.join(facts)})" if facts else "")
         if m.error:
             line += f": {m.error}"
+        elif m.notes:
+            line += f"; {'; '.join(m.notes)}"
         out.line(line)
     changed = [s.name for s in result.steps if s.changed]
     state = "ready" if result.exit_code == 0 else "not ready"

@@ -121,7 +121,7 @@ def to_json(report: Any) -> dict[str, Any]:
         "server": {
             "url": report.address.url,
             "source": report.address.source,
-            "reachable": diagnosis is None,
+            "reachable": report.exit_code != EXIT_UNREACHABLE,
             "version": report.version,
             "model_count": report.model_count,
             "responses_api": report.responses_api,
@@ -168,7 +168,8 @@ def _model_line(m: Any) -> str:
 
 def _render_plain(report: Any, out: Any) -> None:
     if report.diagnosis is not None:
-        out.line(f"ollama: unreachable at {report.address.url}")
+        state = "unreachable" if report.exit_code == EXIT_UNREACHABLE else "not ready"
+        out.line(f"ollama: {state} at {report.address.url}")
         return
     out.line(f"ollama: {report.version or 'unknown version'} at {report.address.url} "
              f"({report.model_count} models) - {'ready' if report.exit_code == 0 else 'not ready'}")
@@ -183,7 +184,8 @@ def _render_rich(report: Any, out: Any) -> None:
 
     console = out.console
     if report.diagnosis is not None:
-        console.print(f"[bold red]✗[/] Ollama unreachable at {report.address.url}")
+        state = "unreachable" if report.exit_code == EXIT_UNREACHABLE else "not ready"
+        console.print(f"[bold red]✗[/] Ollama {state} at {report.address.url}")
         return
     mark = "[bold green]✓[/]" if report.exit_code == 0 else "[bold yellow]![/]"
     console.print(
