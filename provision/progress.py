@@ -211,7 +211,7 @@ def _resume_text(event: Resumed) -> str:
 def outcome_text(outcome: PullOutcome, *, verb: bool = True) -> str:
     """One line about how a model's pull ended (shared by reporters and the summary)."""
     if outcome.status == PRESENT:
-        return "already present (--force pulls it again)"
+        return "already present"  # `--force` means another thing in `apply`: no hint here
     if outcome.status == INTERRUPTED:
         return "interrupted"  # how to resume is said once, at the end
     if outcome.status == FAILED:
