@@ -107,7 +107,8 @@ Knobs (constructor)
 ``registry_auth``, ``catalog``, ``host``/``port``, ``tokens_per_second`` (None: from placement
 and ``gpu_bandwidth``/``cpu_bandwidth``), ``cached_lines`` (lines per already-present blob;
 the 0.12.9 capture shows 1), ``blob_redirect`` (registry blobs answer 307 to ``/cdn/...`` as
-registry.ollama.ai does), ``load_delay`` / ``token_delay`` (real seconds), ``num_parallel``.
+registry.ollama.ai does), ``load_delay`` / ``token_delay`` (real seconds), ``num_parallel``,
+``upstream`` (another double this one pulls from: one catalog, one set of revisions).
 
 Memory model (``/api/ps``, ``/api/generate``): size = weights + KV cache (f16, num_ctx x
 num_parallel, capped at the trained context) + compute graph; it goes fully on the first GPU
@@ -2392,6 +2393,7 @@ class OllamaTestServer:
         token_delay: float = 0.0,
         num_parallel: int = 1,
         verbose: bool = False,
+        upstream: OllamaTestServer | None = None,
     ) -> None:
         self.version = version
         self.download_rate = download_rate
@@ -2427,6 +2429,12 @@ class OllamaTestServer:
         for m in (models.values() if isinstance(models, dict) else models):
             self._catalog[m.key] = m
         self._revisions: dict[tuple[str, str, str, str], int] = {}
+        if upstream is not None:
+            # Added for the fleet tests: a host whose registry is another double shares
+            # its catalog and revisions, so `upstream.update_model(name)` makes this
+            # host's copy stale and its next pull fetch the new weights.
+            self._catalog = upstream._catalog
+            self._revisions = upstream._revisions
         self._models: dict[tuple[str, str, str, str], _Installed] = {}
         self._present: set[str] = set()
         self._local: dict[str, Blob] = {}

@@ -144,6 +144,14 @@ def test_real_pull_is_refused_up_front_when_the_disk_cannot_hold_it(capsys, srv,
     assert srv.requests_to("/api/pull") == []
 
 
+def test_refusal_still_prints_the_json_document(capsys, srv) -> None:
+    code, out, err = run(capsys, srv, "--json", "llama3.2:1b", huge_model(srv))
+    doc = json.loads(out)
+    assert code == 1 and doc["exit_code"] == 1 and doc["ok"] is False
+    assert doc["error"]["message"].startswith("not enough disk space")
+    assert srv.requests_to("/api/pull") == []
+
+
 def test_no_disk_check_pulls_anyway(capsys, srv) -> None:
     name = huge_model(srv)
     srv.add_fault("error_line", after_bytes=10**9,

@@ -7,11 +7,18 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from provision.commands import common_options, positive_float, server_and_models, whole_number
-from provision.errors import EXIT_INTERRUPTED, EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE
+from provision.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ProvisionError,
+)
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
     from typing import TextIO
 
+    from provision.drift import ModelDrift
     from provision.host import ServerAddress
     from provision.names import ModelName
     from provision.output import Output
@@ -43,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL", help="models to pull")
     parser.add_argument("--force", action="store_true",
                         help="pull even models already present (updates a moved tag)")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="also pull again the present models whose weights differ from "
+                        "what the registry serves now (weights digest, not /api/tags')")
     parser.add_argument("--dry-run", action="store_true",
                         help="download nothing: show sizes from the registry and the free disk")
     parser.add_argument("--insecure", action="store_true",
@@ -68,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
     from provision.pull import PullOptions
 
     out, names, address = server_and_models(args)
+    if args.upgrade and args.dry_run:
+        from provision.errors import UsageError
+
+        raise UsageError("--upgrade cannot be combined with --dry-run",
+                         hint="`ollama-provision fleet --dry-run` shows the drift per model")
     result = probe(address)
     if result.diagnosis is not None:
         return _unreachable(out, address, result.diagnosis, args)
@@ -83,26 +98,43 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(out, address, names, options, server)
     # Progress is a side show: it goes to stderr, the summary (the result) to stdout.
     terminal = stream_is_terminal(sys.stderr)
-    return _pull(out, address, names, options, server, terminal=terminal, stream=sys.stderr)
+    return _pull(out, address, names, options, server, terminal=terminal, stream=sys.stderr,
+                 upgrade=args.upgrade and not args.force)
 
 
 def _pull(out: Output, address: ServerAddress, names: list[ModelName], options: PullOptions,
-          server: dict[str, Any], *, terminal: bool, stream: TextIO) -> int:
+          server: dict[str, Any], *, terminal: bool, stream: TextIO,
+          upgrade: bool = False) -> int:
     from provision.progress import make_reporter
     from provision.pull import PullInterrupted, pull_models
 
     reporter = make_reporter(quiet=out.quiet, terminal=terminal, stream=stream)
     interrupted = False
     outcomes: list[PullOutcome] = []
+    drift: tuple[ModelDrift, ...] | None = None
     try:
-        outcomes = pull_models(address, names, options, reporter)  # draws while it runs
+        if upgrade:  # the present models are compared with the registry first
+            from provision.drift import pull_upgrade
+
+            upgraded = pull_upgrade(address, names, options, reporter)
+            outcomes, drift = list(upgraded.outcomes), upgraded.drift
+        else:
+            outcomes = pull_models(address, names, options, reporter)  # draws while it runs
     except KeyboardInterrupt as stop:  # PullInterrupted carries the outcomes so far
         outcomes = stop.outcomes if isinstance(stop, PullInterrupted) else []
         interrupted = True
+    except ProvisionError as refused:  # e.g. the disk cannot hold it: refused up front
+        if not out.json_mode:
+            raise
+        document = to_json([], server, refused.exit_code, None)
+        document["error"] = {"message": refused.message, "hint": refused.hint}
+        out.emit_json(document)
+        out.error(refused.message, refused.hint)
+        return refused.exit_code
     exit_code = EXIT_INTERRUPTED if interrupted else (
         EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_READY)
     if out.json_mode:
-        out.emit_json(to_json(outcomes, server, exit_code))
+        out.emit_json(to_json(outcomes, server, exit_code, drift))
     else:
         _render_summary(out, outcomes)
     for outcome in outcomes:
@@ -114,9 +146,9 @@ def _pull(out: Output, address: ServerAddress, names: list[ModelName], options: 
     return exit_code
 
 
-def to_json(outcomes: list[PullOutcome], server: dict[str, Any],
-            exit_code: int) -> dict[str, Any]:
-    return {
+def to_json(outcomes: list[PullOutcome], server: dict[str, Any], exit_code: int,
+            drift: tuple[ModelDrift, ...] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "schema": SCHEMA,
         "ok": exit_code == EXIT_OK,
         "exit_code": exit_code,
@@ -139,6 +171,11 @@ def to_json(outcomes: list[PullOutcome], server: dict[str, Any],
             for o in outcomes
         ],
     }
+    if drift is not None:  # --upgrade: each model as found, before pulling
+        doc["drift"] = [{"name": d.name.short, "state": d.state, "digest": d.digest,
+                         "registry_digest": d.registry_digest, "error": d.error}
+                        for d in drift]
+    return doc
 
 
 def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:

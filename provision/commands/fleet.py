@@ -1,0 +1,196 @@
+"""`ollama-provision fleet -i INVENTORY.toml`: the declared models on every host."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Any
+
+from provision.commands import positive_float
+
+if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
+    from provision.fleet import FleetResult
+    from provision.fleet_host import HostResult
+
+SCHEMA = "ollama-provision.fleet/1"
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: '{text}'")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fleet",
+        help="the same declared models on every server of an inventory; drift shown",
+        description="Check, plan, pull and verify the inventory's models on every host "
+        "at once (each host with its own timeouts), and show where the weights drifted "
+        "from the registry and from the other hosts. Exit 0 every host ready, 1 a host is "
+        "not ready (named), 2 input error, 3 no host reachable, 130 interrupted.",
+    )
+    parser.add_argument("-i", "--inventory", required=True, metavar="FILE",
+                        help="the fleet inventory (TOML): hosts, groups and their models")
+    parser.add_argument("--concurrency", type=_at_least_one, metavar="N",
+                        help="hosts worked on at once (default: [fleet].concurrency, 256)")
+    parser.add_argument("--host-timeout", type=positive_float, metavar="SECONDS",
+                        help="give up on a host whose whole run takes longer "
+                        "(default: [fleet].host_timeout; 0: no limit)")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="pull again the models whose weights differ from the registry's")
+    parser.add_argument("--sync", action="store_true",
+                        help="remove models a host has but the inventory does not declare "
+                        "(they are listed first)")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="do not ask before --sync removes models (needed when not "
+                        "interactive)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check and plan every host, show the drift, change nothing")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not load and try each model after pulling")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from provision.errors import UsageError
+    from provision.fleet import FleetInterrupted, FleetOptions, run_fleet
+    from provision.fleet_inventory import load_inventory
+    from provision.fleet_view import make_view, render_plain, render_rich
+    from provision.output import Output, stream_is_terminal
+
+    inventory = load_inventory(args.inventory)
+    interactive = sys.stdin.isatty() and stream_is_terminal(sys.stderr)
+    if args.sync and not args.yes and not args.dry_run and not interactive:
+        raise UsageError("--sync removes models: add --yes to allow that without a prompt",
+                         hint="--sync --dry-run lists what would be removed")
+    out = Output(json_mode=args.json, quiet=args.quiet)
+    options = FleetOptions(upgrade=args.upgrade, sync=args.sync, dry_run=args.dry_run,
+                           verify=not args.no_verify, concurrency=args.concurrency,
+                           host_timeout=args.host_timeout)
+    concurrency = min(options.concurrency or inventory.concurrency, len(inventory.hosts))
+    _allow_sockets(concurrency)
+    count = len(inventory.hosts)
+    out.info(f"fleet: {count} host{'s' if count != 1 else ''} from {inventory.source}, "
+             f"{concurrency} at once" + (" (dry run)" if args.dry_run else ""))
+    terminal = stream_is_terminal(sys.stderr)
+    confirm = _prompt if args.sync and not args.yes and interactive else None
+    try:
+        result = run_fleet(inventory, options, confirm=confirm,
+                           view=lambda s: make_view(s, quiet=args.quiet, terminal=terminal,
+                                                    stream=sys.stderr) or _Silent())
+    except FleetInterrupted as stop:
+        result = stop.result
+        out.error("interrupted: run the same command again to continue; the servers keep "
+                  "what was downloaded")
+    if args.json:
+        out.emit_json(to_json(result))
+    elif not args.quiet:
+        if out.terminal:
+            render_rich(result, out.console)
+        else:
+            render_plain(result, out.line)
+    if result.failing and not result.cancelled:
+        names = ", ".join(f"{h.name} ({h.state})" for h in result.failing[:20])
+        more = len(result.failing) - 20
+        out.error(f"{len(result.failing)} of {len(result.hosts)} hosts not ready: {names}"
+                  + (f" and {more} more" if more > 0 else ""))
+    return result.exit_code
+
+
+class _Silent:
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+    def finished(self, result: Any) -> None:
+        pass
+
+
+def _prompt(removals: list[tuple[str, tuple[str, ...]]]) -> bool:
+    count = sum(len(models) for _, models in removals)
+    print(f"--sync would remove {count} undeclared model{'s' if count != 1 else ''}:",
+          file=sys.stderr)
+    for host, models in removals:
+        print(f"  {host}: {', '.join(models)}", file=sys.stderr)
+    try:
+        answer = input("remove them? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _allow_sockets(concurrency: int) -> None:
+    """A few sockets per host at once: raise the soft open-files limit when it is lower
+    (commonly 1024) and the hard limit allows it."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    want = 64 + 8 * concurrency
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        # On failure keep the limit: hosts beyond it fail with a clear connect error.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _verification(v: Any) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    return {"ok": v.ok, "placement": v.placement, "tokens_per_second": v.tokens_per_second,
+            "load_seconds": v.load_seconds, "error": v.error}
+
+
+def host_to_json(h: HostResult) -> dict[str, Any]:
+    return {
+        "name": h.name, "url": h.url, "labels": dict(h.labels), "groups": list(h.groups),
+        "state": h.state, "ready": h.ready, "changed": h.changed, "version": h.version,
+        "duration": round(h.duration, 3), "diagnosis": h.diagnosis, "errors": list(h.errors),
+        "models": [{"name": m.name, "required": m.required, "custom": m.custom,
+                    "drift": m.drift, "digest_before": m.digest_before, "digest": m.digest,
+                    "action": m.action, "status": m.status, "error": m.error,
+                    "verification": _verification(m.verification)} for m in h.models],
+        "undeclared": list(h.undeclared), "removed": list(h.removed),
+    }
+
+
+def to_json(result: FleetResult) -> dict[str, Any]:
+    from collections import Counter
+
+    from provision.drift import drift_to_json
+
+    states = Counter(h.state for h in result.hosts)
+    o = result.options
+    return {
+        "schema": SCHEMA,
+        "inventory": result.source,
+        "ready": result.ready,
+        "changed": result.changed,
+        "exit_code": result.exit_code,
+        "cancelled": result.cancelled,
+        "options": {"upgrade": o.upgrade, "sync": o.sync, "dry_run": o.dry_run,
+                    "verify": o.verify, "concurrency": result.concurrency},
+        "duration": round(result.duration, 3),
+        "summary": {"hosts": len(result.hosts), **{s: states[s] for s in (
+            "ready", "not-ready", "unreachable", "timed-out", "interrupted")},
+            "changed": sum(1 for h in result.hosts if h.changed),
+            "stale": sorted({h for d in result.drift for h in d.with_state("stale")})},
+        "failing_hosts": [h.name for h in result.failing],
+        "hosts": [host_to_json(h) for h in result.hosts],
+        "drift": drift_to_json(result.drift),
+    }
