@@ -219,8 +219,7 @@ class _Run:
                     self.log.info(f"fix: {fix}")
                 fixes = "; ".join(diagnosis.fixes[:2])
                 return FAILED, diagnosis.message, {
-                    "diagnosis": {"kind": diagnosis.kind, "message": diagnosis.message,
-                                  "fixes": list(diagnosis.fixes)}}, [
+                    "diagnosis": diagnosis.to_json()}, [
                     f"{diagnosis.message}" + (f" (fix: {fixes})" if fixes else "")]
             self.version = result.version
             data: dict[str, Any] = {"url": self.address.url, "version": result.version}

@@ -65,6 +65,14 @@ class Output:
         if not self.quiet:
             print(text, file=self.stdout, flush=True)
 
+    def diagnosis(self, diagnosis: Any) -> None:
+        """Why the server is not usable, and what to do: on stderr, in every mode."""
+        self.error(diagnosis.message)
+        for fix in diagnosis.fixes:
+            self.info(f"  fix: {fix}")
+        if diagnosis.detail:
+            self.info(f"  ({diagnosis.detail})")
+
     def emit_json(self, document: Any) -> None:
         self.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
         self.stdout.flush()

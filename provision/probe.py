@@ -45,6 +45,11 @@ class Diagnosis:
     fixes: tuple[str, ...] = ()  # what to do, most likely first
     detail: str = ""  # the underlying error text, for the curious
 
+    def to_json(self) -> dict[str, object]:
+        """The `diagnosis` object of every command's --json (one shape everywhere)."""
+        return {"kind": self.kind, "message": self.message, "fixes": list(self.fixes),
+                "detail": self.detail}
+
 
 @dataclass(frozen=True)
 class ProbeResult:

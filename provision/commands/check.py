@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                                                           else "")
                      + (f": {fit['error']}" if fit["error"] else ""))
     if report.diagnosis is not None:
-        _render_diagnosis(report, out)
+        out.diagnosis(report.diagnosis)
     for warning in report.warnings:
         out.warn(warning)
     return report.exit_code
@@ -126,12 +126,7 @@ def to_json(report: Any) -> dict[str, Any]:
             "model_count": report.model_count,
             "responses_api": report.responses_api,
         },
-        "diagnosis": None if diagnosis is None else {
-            "kind": diagnosis.kind,
-            "message": diagnosis.message,
-            "fixes": list(diagnosis.fixes),
-            "detail": diagnosis.detail,
-        },
+        "diagnosis": None if diagnosis is None else diagnosis.to_json(),
         "models": [
             {
                 "name": m.display_name,
@@ -145,15 +140,6 @@ def to_json(report: Any) -> dict[str, Any]:
         ],
         "warnings": list(report.warnings),
     }
-
-
-def _render_diagnosis(report: Any, out: Any) -> None:
-    diagnosis = report.diagnosis
-    out.error(diagnosis.message)
-    for fix in diagnosis.fixes:
-        out.info(f"  fix: {fix}")
-    if diagnosis.detail:
-        out.info(f"  ({diagnosis.detail})")
 
 
 def _model_line(m: Any) -> str:

@@ -214,14 +214,11 @@ def _unreachable(out: Output, address: ServerAddress, diagnosis: Diagnosis,
             "ok": False,
             "exit_code": EXIT_UNREACHABLE,
             "server": {"url": address.url, "source": address.source, "version": None},
-            "diagnosis": {"kind": diagnosis.kind, "message": diagnosis.message,
-                          "fixes": list(diagnosis.fixes), "detail": diagnosis.detail},
+            "diagnosis": diagnosis.to_json(),
             "models": [],
         }
         out.emit_json(doc)
-    out.error(diagnosis.message)
-    for fix in diagnosis.fixes:
-        out.info(f"  fix: {fix}")
+    out.diagnosis(diagnosis)
     return EXIT_UNREACHABLE
 
 
