@@ -10,7 +10,6 @@ labels. The `[pull]` and `[verify]` sections are the manifest's.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,9 @@ from provision.manifest import (
     _is_str,
     _model,
     _nonneg_number,
+    load_sections,
 )
 from provision.names import parse_name
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
 
 # The tool's work per host is a thread and a few sockets (the servers do the
 # downloading), so one wave covers hundreds of hosts; lower it with --concurrency when
@@ -120,14 +115,7 @@ _TOP = {"fleet", "hosts", "groups", "pull", "verify"}
 
 
 def parse_inventory(text: str, source: str) -> FleetInventory:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{source}: invalid TOML: {exc}") from None
-    for key in data:
-        if key not in _TOP:
-            raise _fail(source, key, "unknown section" + _did_you_mean(key, _TOP)
-                        + f"; allowed: {', '.join(sorted(_TOP))}")
+    data = load_sections(text, source, _TOP)
     fleet = _fields(source, "fleet", data.get("fleet", {}), _FLEET_KEYS)
     defaults = HostTimeouts(**{k: v for k, v in fleet.items() if k != "concurrency"})
     groups = _groups(source, data.get("groups"))

@@ -237,15 +237,21 @@ def _check_name(source: str, key: str, text: str) -> None:
         raise _fail(source, key, exc.message) from None
 
 
-def parse_manifest(text: str, source: str) -> Manifest:
+def load_sections(text: str, source: str, allowed: set[str]) -> dict[str, Any]:
+    """Parse TOML whose top level may hold only the `allowed` sections (manifest, inventory)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{source}: invalid TOML: {exc}") from None
     for key in data:
-        if key not in _TOP:
-            raise _fail(source, key, "unknown section" + _did_you_mean(key, _TOP)
-                        + f"; allowed: {', '.join(sorted(_TOP))}")
+        if key not in allowed:
+            raise _fail(source, key, "unknown section" + _did_you_mean(key, allowed)
+                        + f"; allowed: {', '.join(sorted(allowed))}")
+    return data
+
+
+def parse_manifest(text: str, source: str) -> Manifest:
+    data = load_sections(text, source, _TOP)
     models_raw = data.get("models", [])
     if not isinstance(models_raw, list):
         raise _fail(source, "models", "expected [[models]] tables")
