@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,3 +56,14 @@ def make_not_ollama() -> Iterator[Callable[..., NotOllamaServer]]:
     yield factory
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture
+def pull_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A clean environment for pull tests: models dir in tmp, near-instant backoff, no
+    terminal forced, no proxies or OLLAMA_HOST from the developer's shell."""
+    for var in ("OLLAMA_HOST", "FORCE_COLOR", "OLLAMA_PROVISION_REGISTRY", "HTTPS_PROXY",
+                "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("OLLAMA_PROVISION_RETRY_BASE", "0.01")

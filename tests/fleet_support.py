@@ -4,7 +4,6 @@ from it (`upstream=`), an inventory file naming them, and the command run in-pro
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 
 from provision.cli import main
-from tests.ollama_server import OllamaTestServer
+from tests.ollama_server import OllamaTestServer, free_port
 
 SMALL = "llama3.2:1b"
 TINY = "qwen2.5:0.5b"
@@ -20,10 +19,7 @@ TINY = "qwen2.5:0.5b"
 
 def closed_port_url() -> str:
     """A loopback URL where nothing listens (the port was just free)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 class Fleet:

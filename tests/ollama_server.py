@@ -2359,6 +2359,14 @@ class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port nothing listens on right now (for servers started later, or a
+    closed port to connect to)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from provision.cli import main
-from tests.ollama_server import Fault, OllamaTestServer, make_catalog_model
+from tests.ollama_server import Fault, OllamaTestServer, free_port, make_catalog_model
 
 GiB = 2**30
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,9 +107,7 @@ def test_dry_run_plans_and_changes_nothing(env, capsys, tmp_path) -> None:
 
 
 def test_server_unreachable_is_exit_3_with_the_reason(env, capsys, tmp_path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
     code, doc, err = apply(capsys, "-f", manifest(tmp_path, SMALL), "--wait", "0")
     assert code == 3
@@ -315,9 +312,7 @@ exec {sys.executable} -m tests.ollama_server --port "${{OLLAMA_HOST##*:}}"
 
 def test_start_brings_up_an_installed_server(env, capsys, tmp_path) -> None:
     registry = OllamaTestServer().start()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env.setenv("PATH", f"{fake_ollama(tmp_path)}:/usr/bin:/bin")
     env.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
     env.setenv("OLLAMA_PROVISION_REGISTRY", registry.url)
@@ -362,9 +357,7 @@ def test_dry_run_says_what_would_change(env, capsys, tmp_path) -> None:
 
 
 def test_unreachable_prints_how_to_fix_without_waiting(env, capsys, tmp_path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
     code = main(["apply", "-f", manifest(tmp_path, SMALL)])  # [server].wait defaults to 30
     err = capsys.readouterr().err

@@ -20,7 +20,7 @@ from provision.host import parse_host
 from provision.http import Timeouts
 from provision.local_install import detect_install, start_steps
 from provision.probe import probe
-from tests.ollama_server import Fault, NotOllamaServer, OllamaTestServer
+from tests.ollama_server import Fault, NotOllamaServer, OllamaTestServer, free_port
 
 
 def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -32,12 +32,6 @@ def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
 def check_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
     code, out, _ = run_check(capsys, "--json", *args)
     return code, json.loads(out)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_ollama_on_path(tmp_path: Path) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from provision.fit import judge
 from provision.model_needs import from_registry, model_needs
 from provision.names import parse_name
 from provision.registry import RegistryClient
-from tests.ollama_server import OllamaTestServer, make_catalog_model, tensor_nbytes
+from tests.ollama_server import OllamaTestServer, free_port, make_catalog_model, tensor_nbytes
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BUDGET_BYTES, BUDGET_REQUESTS = 4 * MIB, 4
@@ -346,12 +345,6 @@ def test_loaded_models_are_mentioned(registry_env, capsys) -> None:
 # -- when the registry cannot tell ---------------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unknown_model_is_exit_1_with_the_reason(registry_env, capsys) -> None:
     code, doc, err = hardware(capsys, "--assume", "ram=64G", "llama3.1:9000b", "llama3.2:1b")
     unknown, known = doc["models"]
@@ -361,7 +354,7 @@ def test_unknown_model_is_exit_1_with_the_reason(registry_env, capsys) -> None:
 
 
 def test_unreachable_registry_falls_back_to_a_rough_estimate(capsys, monkeypatch) -> None:
-    monkeypatch.setenv("OLLAMA_PROVISION_REGISTRY", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("OLLAMA_PROVISION_REGISTRY", f"http://127.0.0.1:{free_port()}")
     code, doc, err = hardware(capsys, "--assume", "ram=16G", "llama3.1:8b", "mystery")
     rough, nothing = doc["models"]
     assert rough["source"] == "rough" and rough["verdict"] == "cpu"

@@ -28,14 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 FAST = ("--stall-timeout", "0.3", "--retry-base", "0.01")
 
 
-@pytest.fixture(autouse=True)
-def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A clean environment: models dir in tmp, instant backoff, no terminal forced."""
-    for var in ("OLLAMA_HOST", "FORCE_COLOR", "OLLAMA_PROVISION_REGISTRY", "HTTPS_PROXY",
-                "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
-    monkeypatch.setenv("OLLAMA_PROVISION_RETRY_BASE", "0.01")
+pytestmark = pytest.mark.usefixtures("pull_env")
 
 
 def serve(make_ollama, monkeypatch: pytest.MonkeyPatch, **kwargs) -> OllamaTestServer:

@@ -10,7 +10,6 @@ import io
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -27,13 +26,7 @@ BLOB_LINE = re.compile(r"pulling ([0-9a-f]{12}) +(\d+)% ▕[█ ]+▏ (\S+)")
 TOTAL_LINE = re.compile(r"total +(\d+)% ▕[█ ]+▏ ")
 
 
-@pytest.fixture(autouse=True)
-def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("OLLAMA_HOST", "FORCE_COLOR", "OLLAMA_PROVISION_REGISTRY", "HTTPS_PROXY",
-                "HTTP_PROXY", "https_proxy", "http_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
-    monkeypatch.setenv("OLLAMA_PROVISION_RETRY_BASE", "0.01")
+pytestmark = pytest.mark.usefixtures("pull_env")
 
 
 def terminal() -> tuple[Console, io.StringIO]:

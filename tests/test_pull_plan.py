@@ -7,7 +7,6 @@ models directory is `OLLAMA_MODELS` in a temporary directory.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,13 +16,7 @@ from tests.ollama_server import OllamaTestServer, make_catalog_model
 WEIGHTS = "application/vnd.ollama.image.model"
 
 
-@pytest.fixture(autouse=True)
-def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("OLLAMA_HOST", "FORCE_COLOR", "OLLAMA_PROVISION_REGISTRY", "HTTPS_PROXY",
-                "HTTP_PROXY", "https_proxy", "http_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
-    monkeypatch.setenv("OLLAMA_PROVISION_RETRY_BASE", "0.01")
+pytestmark = pytest.mark.usefixtures("pull_env")
 
 
 @pytest.fixture
