@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from provision.errors import (
+    EXIT_INTERRUPTED,
     EXIT_NOT_READY,
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -28,10 +29,14 @@ from provision.names import ModelName
 from provision.verify import Verification
 
 OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+INTERRUPTED_TEXT = ("interrupted: run the same command again to resume (the server keeps "
+                    "what was downloaded)")
 
-# Failures that a server coming up resolves: worth waiting for. Not installed, a wrong
-# name, TLS or a proxy problem do not go away by themselves.
-WORTH_WAITING = ("not-running", "connection-refused", "no-answer", "timeout")
+# Failures that a server coming up resolves: worth waiting for. "Not installed" is among
+# them: a server in a container (`docker run -p 11434:11434 ollama/ollama`) is not
+# installed here and refuses connections until it has started. A wrong name, TLS or a
+# proxy problem do not go away by themselves.
+WORTH_WAITING = ("not-installed", "not-running", "connection-refused", "no-answer", "timeout")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ class StepLog:
         if not self.quiet:
             print(f"    {result.status}: {result.summary} ({result.duration:.1f} s)",
                   file=self.stream, flush=True)
+            for error in result.errors:
+                if error not in result.summary:  # the reason, when the summary lacks it
+                    print(f"    error: {error}", file=self.stream, flush=True)
         for error in result.errors:
             self.actions.error(error, title=f"ollama-provision {result.name}")
         if self.actions.enabled:
@@ -146,6 +154,10 @@ class _Run:
             from provision.assume import parse_assume
 
             self.assumption = parse_assume(list(options.assume))
+        if options.codex_version is not None:
+            from provision.configure import check_codex_version
+
+            check_codex_version(options.codex_version)
         home = options.codex_home or manifest.codex.codex_home
         if manifest.codex.enabled and home:
             from pathlib import Path
@@ -160,6 +172,11 @@ class _Run:
         started = time.monotonic()
         try:
             status, summary, data, errors = body()
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: record where it stopped
+            self.steps.append(StepResult(name, FAILED, INTERRUPTED_TEXT,
+                                         time.monotonic() - started, {}, (INTERRUPTED_TEXT,)))
+            self.log.end(self.steps[-1])
+            raise
         except ProvisionError as exc:
             # e.g. the user's own config.toml is invalid: the run goes on where it can, and
             # ends with the input-error exit code.
@@ -178,7 +195,7 @@ class _Run:
         from provision.http import Timeouts
 
         server = self.manifest.server
-        return Timeouts(connect=server.connect_timeout, read=server.read_timeout)
+        return Timeouts.for_server(server.connect_timeout, server.read_timeout)
 
     def _http(self) -> Any:
         from provision.http import client
@@ -346,7 +363,7 @@ class _Run:
     def pull(self) -> StepResult:
         def body() -> tuple[str, str, dict[str, Any], list[str]]:
             from provision.progress import make_reporter
-            from provision.pull import PullOptions, pull_models
+            from provision.pull import PullInterrupted, PullOptions, pull_models
 
             spec = self.manifest.pull
             options = PullOptions(force=False, insecure=spec.insecure, parallel=spec.parallel,
@@ -355,8 +372,16 @@ class _Run:
                                   connect_timeout=self.manifest.server.connect_timeout)
             reporter = make_reporter(quiet=self.log.quiet, terminal=self.terminal,
                                      stream=self.progress_stream)
-            outcomes = pull_models(self.address, self._pull_names(), options, reporter,
-                                   environ=self.env)
+            try:
+                outcomes = pull_models(self.address, self._pull_names(), options, reporter,
+                                       environ=self.env)
+            except PullInterrupted as stop:
+                for outcome in stop.outcomes:
+                    for judged in self.judged:
+                        if judged.pull_name.key == outcome.name.key and \
+                                not judged.spec.is_custom:
+                            self._set(judged.name.short, pull=outcome.status)
+                raise
             by_key = {o.name.key: o for o in outcomes}
             errors, changed = [], False
             for judged in self.judged:
@@ -494,6 +519,13 @@ class _Run:
         return {"path": result.path, "ok": result.ok, "status": result.status,
                 "error": result.error}
 
+    def _on_server(self, model: str) -> bool:
+        from provision.inventory import fetch_inventory
+        from provision.names import parse_name
+
+        with self._http() as http:
+            return fetch_inventory(http).find(parse_name(model)) is not None
+
     # --- 6. configure --------------------------------------------------------------------
     def configure(self) -> StepResult:
         def body() -> tuple[str, str, dict[str, Any], list[str]]:
@@ -508,6 +540,13 @@ class _Run:
                 return SKIPPED, "no usable model for Codex", {}, []
             if model in self.models and self.models[model].status == FAILED:
                 return SKIPPED, f"not pointing Codex at {model}: it failed", {}, []
+            if model not in self.models and not self._on_server(model):
+                message = (f"[codex] model = \"{model}\" is neither declared in [[models]] "
+                           f"nor on the server at {self.address.url}: Codex would ask for a "
+                           "model that is not there")
+                self.log.info("fix: declare it in [[models]] (then apply pulls it), or "
+                              "name a declared model")
+                return FAILED, message, {"model": model}, [message]
             home = self.options.codex_home or codex.codex_home
             result = configure_codex(ConfigRequest(
                 model=model, server=ServerFacts(self.address, self.version, True),
@@ -538,17 +577,32 @@ class _Run:
 
 
 def _is_embedding(http: Any, name: ModelName) -> bool:
+    import httpx
+
+    from provision.http import json_body
+
     try:
-        response = http.post("/api/show", json={"model": name.short})
-        capabilities = response.json().get("capabilities") or []
-    except Exception:  # noqa: BLE001 - unknown capabilities: treat as a chat model
+        show = json_body(http.post("/api/show", json={"model": name.short}))
+    except (httpx.HTTPError, ValueError):  # unknown capabilities: treat as a chat model
+        return False
+    capabilities = show.get("capabilities") if isinstance(show, dict) else None
+    if not isinstance(capabilities, list):
         return False
     return "embedding" in capabilities and "completion" not in capabilities
 
 
 def run_apply(manifest: Manifest, options: ApplyOptions, *, log: StepLog,
               progress_stream: IO[str], terminal: bool) -> ApplyResult:
+    """The steps in order; interrupted (Ctrl-C, SIGTERM, SIGHUP), the result so far with
+    exit code 130."""
     run = _Run(manifest, options, log, progress_stream, terminal)
+    try:
+        return _run_steps(run, manifest, options)
+    except KeyboardInterrupt:
+        return _result(run, EXIT_INTERRUPTED)
+
+
+def _run_steps(run: _Run, manifest: Manifest, options: ApplyOptions) -> ApplyResult:
     if run.check().status == FAILED:
         return _result(run, EXIT_UNREACHABLE)
     if run.hardware().status == FAILED and not any(
@@ -575,7 +629,7 @@ def run_apply(manifest: Manifest, options: ApplyOptions, *, log: StepLog,
 
 
 def _result(run: _Run, code: int) -> ApplyResult:
-    if run.usage_error:
+    if run.usage_error and code != EXIT_INTERRUPTED:
         code = EXIT_USAGE
     return ApplyResult(source=run.manifest.source, address=run.address, steps=tuple(run.steps),
                        models=tuple(run.models.values()), exit_code=code,

@@ -41,11 +41,30 @@ class Assumption:
     server_version: str | None  # `ollama=`: the version whose defaults apply
 
 
+MAX_BYTES = 1 << 60  # 1 EiB: more than any machine has, less than any overflow
+MAX_GPUS = 64
+
+
 def parse_size(text: str, what: str = "size") -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", str(text), re.IGNORECASE)
+    match = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([KMGT]?)(?:I?B)?\s*", str(text),
+                         re.IGNORECASE)
     if not match:
-        raise UsageError(f"--assume: '{text}' is not a {what} like 16G, 512M or 1.5T")
-    return int(float(match[1]) * _UNITS[match[2].upper()])
+        raise UsageError(f"--assume: '{_shown(text)}' is not a {what} like 16G, 512M or 1.5T")
+    return _bounded_size(float(match[1]) * _UNITS[match[2].upper()], what)
+
+
+def _bounded_size(value: float, what: str) -> int:
+    if not 0 <= value <= MAX_BYTES:  # also refuses nan
+        raise UsageError(f"--assume: the {what} is out of range (at most 1 EiB)")
+    return int(value)
+
+
+def _shown(text: Any) -> str:
+    """A value quoted in an error: one short line."""
+    from provision.output import printable
+
+    value = str(text)
+    return printable(value if len(value) <= 60 else value[:60] + "...")
 
 
 def parse_assume(specs: list[str]) -> Assumption:
@@ -59,7 +78,7 @@ def parse_assume(specs: list[str]) -> Assumption:
         if not text:
             raise UsageError("--assume needs KEY=VALUE pairs or a profile file")
         path = Path(text).expanduser()
-        if "=" not in text or path.is_file():
+        if "=" not in text or _is_file(path):
             data = _load_profile(path)
             if _is_report(data):
                 machine_data = data.get("machine", data)
@@ -80,11 +99,27 @@ def parse_assume(specs: list[str]) -> Assumption:
                     gpus += [_gpu_entry(part) for part in value.split("+")]
                 else:
                     values[key] = value.strip()
-    version = str(values.pop("ollama")) if "ollama" in values else version
+    version = _ollama_version(values.pop("ollama")) if "ollama" in values else version
     if profile_machine is not None and not values and not gpus:
         return Assumption(replace(profile_machine, source=f"assumed ({profile_machine.source})"),
                           version)
     return Assumption(_build(values, gpus, profile_machine), version)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
+def _ollama_version(value: Any) -> str:
+    from provision.versions import parse_version
+
+    text = str(value).strip()
+    if len(text) > 40 or parse_version(text) is None and text not in ("0.0.0", "dev"):
+        raise UsageError(f"--assume: ollama='{_shown(text)}' is not a version like 0.13.5")
+    return text
 
 
 def _split_pairs(text: str) -> list[str]:
@@ -96,7 +131,7 @@ def _split_pairs(text: str) -> list[str]:
             pairs[-1] += "," + chunk  # a comma inside a value (a GPU name)
     for pair in pairs:
         if "=" not in pair:
-            raise UsageError(f"--assume: '{pair}' is not KEY=VALUE",
+            raise UsageError(f"--assume: '{_shown(pair)}' is not KEY=VALUE",
                              hint="e.g. --assume ram=32G,gpu=24G,disk=200G")
     return pairs
 
@@ -107,7 +142,7 @@ def _key(key: str) -> str:
               "cores": "cpu", "version": "ollama", "ollama-version": "ollama",
               "gpus": "gpu"}.get(normal, normal)
     if normal not in _KEYS:
-        raise UsageError(f"--assume: unknown key '{key}'",
+        raise UsageError(f"--assume: unknown key '{_shown(key)}'",
                          hint="keys: " + ", ".join(k for k in _KEYS if k != "name"))
     return normal
 
@@ -127,8 +162,10 @@ def _load_profile(path: Path) -> dict[str, Any]:
             except ImportError:  # Python < 3.11
                 import tomli as tomllib  # type: ignore[no-redef]
             data = tomllib.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"--assume: {path} is not valid TOML or JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"--assume: {path} is not valid TOML or JSON: "
+                         f"{_shown(exc) if not isinstance(exc, RecursionError) else 'too deep'}"
+                         ) from None
     if not isinstance(data, dict):
         raise UsageError(f"--assume: {path} must hold a table/object of machine facts")
     return data
@@ -144,9 +181,11 @@ def _gpu_entry(item: Any) -> dict[str, Any]:
     if isinstance(item, dict):
         entry = {str(k).lower(): v for k, v in item.items()}
         for key in ("memory", "total", "free"):
-            if key in entry and not isinstance(entry[key], (int, float)):
-                entry[key] = parse_size(str(entry[key]), "GPU memory")
-        entry.setdefault("count", 1)
+            if key in entry:
+                entry[key] = _size(entry[key], "GPU memory")
+        entry["count"] = _count(entry.get("count", 1))
+        if "bandwidth" in entry:
+            entry["bandwidth"] = _number(entry["bandwidth"], "GPU bandwidth")
         if "memory" not in entry and "total" not in entry and entry.get("vendor") != "apple":
             raise UsageError("--assume: a [[gpu]] entry needs memory = \"24G\"")
         return entry
@@ -163,11 +202,11 @@ def _gpu_entry(item: Any) -> dict[str, Any]:
         if low in _LIBRARY:
             entry["vendor"] = low
         elif re.fullmatch(r"[\d.]+\s*gb/s", low):
-            entry["bandwidth"] = float(low[:-4])
+            entry["bandwidth"] = _number(low[:-4], "GPU bandwidth")
         elif low.startswith("cc="):
             entry["compute"] = word[3:]
         elif size and re.search(r"[kmgt]", low):
-            entry["count"] = int(size[1] or 1)
+            entry["count"] = _count(size[1] or 1)
             entry["memory"] = parse_size(size[2], "GPU memory")
             if size[3]:
                 entry["free"] = parse_size(size[3], "GPU memory")
@@ -176,7 +215,7 @@ def _gpu_entry(item: Any) -> dict[str, Any]:
     if name_parts:
         entry["name"] = " ".join(name_parts)
     if "memory" not in entry and entry.get("vendor") != "apple":
-        raise UsageError(f"--assume: gpu='{text}' has no memory size",
+        raise UsageError(f"--assume: gpu='{_shown(text)}' has no memory size",
                          hint="e.g. gpu=24G, gpu=2x80G:H100, gpu=amd:24G, gpu=apple, gpu=none")
     return entry
 
@@ -188,7 +227,7 @@ def _build(values: dict[str, Any], gpu_entries: list[dict[str, Any]],
                          hint="e.g. --assume ram=32G,gpu=24G")
     os_name = str(values.get("os", base.os if base else "linux")).lower()
     if os_name not in ("linux", "darwin", "windows", "macos"):
-        raise UsageError(f"--assume: os='{os_name}' is not linux, darwin or windows")
+        raise UsageError(f"--assume: os='{_shown(os_name)}' is not linux, darwin or windows")
     os_name = "darwin" if os_name == "macos" else os_name
     total = _size(values["ram"], "RAM") if "ram" in values else base.memory.total  # type: ignore[union-attr]
     free = _size(values["ram-free"], "RAM") if "ram-free" in values else total
@@ -240,9 +279,9 @@ def _gpus(entry: dict[str, Any], start: int, ram: int) -> list[GPU]:
             found = [replace(found[0], bandwidth=float(entry["bandwidth"]))]
         return [replace(g, source="assumed") for g in found]
     if vendor not in _LIBRARY:
-        raise UsageError(f"--assume: GPU vendor '{vendor}' is not nvidia, amd or apple")
-    total = int(entry.get("memory") or entry.get("total") or 0)
-    free = int(entry.get("free") or total)
+        raise UsageError(f"--assume: GPU vendor '{_shown(vendor)}' is not nvidia, amd or apple")
+    total = _size(entry.get("memory") or entry.get("total") or 0, "GPU memory")
+    free = _size(entry.get("free") or total, "GPU memory")
     if free > total:
         raise UsageError("--assume: a GPU's free memory is larger than its total")
     name = str(entry.get("name") or f"assumed {vendor.upper()} GPU")
@@ -250,7 +289,7 @@ def _gpus(entry: dict[str, Any], start: int, ram: int) -> list[GPU]:
     if compute and vendor == "nvidia":
         _version(compute)
     found = []
-    for i in range(int(entry.get("count") or 1)):
+    for i in range(_count(entry.get("count") or 1)):
         gpu = nvidia_gpu(start + i, name, total, free, "", compute, "", "assumed") \
             if vendor == "nvidia" else amd_gpu(start + i, name, total, free, "", compute,
                                                "assumed")
@@ -265,18 +304,33 @@ def _version(text: str) -> tuple[int, int]:
     try:
         return int(major), int(minor or 0)
     except ValueError:
-        raise UsageError(f"--assume: compute capability '{text}' is not like 8.9") from None
+        raise UsageError(f"--assume: compute capability '{_shown(text)}' is not like 8.9") \
+            from None
 
 
 def _size(value: Any, what: str) -> int:
-    return int(value) if isinstance(value, (int, float)) else parse_size(str(value), what)
+    if isinstance(value, bool):
+        raise UsageError(f"--assume: the {what} '{value}' is not a size like 16G")
+    if isinstance(value, (int, float)):
+        return _bounded_size(value, what)
+    return parse_size(str(value), what)
 
 
 def _number(value: Any, what: str) -> float:
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"--assume: {what}='{value}' is not a number") from None
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"--assume: {what}='{_shown(value)}' is not a number") from None
+    if not 0 <= number <= 1e9:  # also refuses inf and nan
+        raise UsageError(f"--assume: {what}='{_shown(value)}' is out of range")
+    return number
+
+
+def _count(value: Any) -> int:
+    number = _number(value, "GPU count")
+    if not number.is_integer() or not 1 <= number <= MAX_GPUS:
+        raise UsageError(f"--assume: a GPU count of {_shown(value)} is not 1 to {MAX_GPUS}")
+    return int(number)
 
 
 # -- the machine as JSON (the `machine` object of `hardware --json`), and back ---------------
@@ -342,6 +396,6 @@ def machine_from_json(data: dict[str, Any]) -> Machine:
             source=str(data.get("source", "report")),
             notes=tuple(data.get("notes") or ()),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"--assume: the machine report is incomplete or malformed ({exc})") \
-            from None
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise UsageError("--assume: the machine report is incomplete or malformed "
+                         f"({_shown(exc)})") from None

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
 from provision import __version__
 from provision.errors import EXIT_INTERRUPTED, ProvisionError
+from provision.interrupts import signals_interrupt
 
 COMMANDS = ("check", "pull", "config", "hardware", "apply", "fleet")
 
@@ -46,14 +48,18 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s")
     try:
-        return int(args.run(args))
+        with signals_interrupt():
+            return int(args.run(args))
     except ProvisionError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        if getattr(args, "json", False):  # the commands with partial results print their own
+            print(json.dumps({"schema": f"ollama-provision.{args.command}/1", "ready": False,
+                              "exit_code": EXIT_INTERRUPTED, "interrupted": True}, indent=2))
+        print("\ninterrupted: run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -148,26 +148,26 @@ def check_plain_name(value: str, what: str) -> str:
 
 
 def check_env_name(value: str, flag: str) -> str:
-    """An environment variable's NAME; anything that looks like the secret itself is refused
-    and never echoed."""
-    looks_secret = (
-        not _ENV_NAME.match(value)
-        or (len(value) >= 20 and "_" not in value and any(c.isdigit() for c in value))
-    )
-    if looks_secret:
+    """An environment variable's NAME; anything that looks like the secret itself (not a
+    plausible name, a known token prefix, a long random-looking word) is refused, and
+    never echoed."""
+    from provision.redact import looks_like_secret
+
+    if not _ENV_NAME.match(value) or looks_like_secret(value):
         raise UsageError(
             f"{flag} takes the NAME of an environment variable (like OLLAMA_API_KEY), not the "
-            "secret itself; what was given was not written or shown",
+            "secret itself; what was given looks like a secret: it was not written or shown",
             hint=f"export OLLAMA_API_KEY=... then pass {flag} OLLAMA_API_KEY",
         )
     return value
 
 
 def parse_env_header(text: str) -> tuple[str, str]:
+    """`HEADER=VAR`. Nothing of a malformed value is echoed: it may be the secret."""
     header, sep, name = text.partition("=")
-    if not sep or not header.strip() or not re.match(r"^[A-Za-z0-9-]+$", header.strip()):
-        raise UsageError(f"--env-header wants HEADER=ENV_VAR (like X-Api-Key=OLLAMA_API_KEY), "
-                         f"got '{header.strip() or '?'}=...'")
+    if not sep or not header.strip() or not re.match(r"^[A-Za-z0-9-]{1,100}$", header.strip()):
+        raise UsageError("--env-header wants HEADER=ENV_VAR (like "
+                         "X-Api-Key=OLLAMA_API_KEY); what was given was not written or shown")
     return header.strip(), check_env_name(name.strip(), "--env-header")
 
 

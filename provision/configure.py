@@ -10,14 +10,15 @@ files back if this change is what broke it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from provision import codex as codex_cli
-from provision import safe_file
+from provision import interrupts, safe_file
 from provision.codex_config import (
     DEFAULT_PROFILE,
     FORM_SEED,
@@ -31,10 +32,19 @@ from provision.codex_config import (
     choose,
     plan_edits,
 )
-from provision.errors import EXIT_NOT_READY, EXIT_OK, UsageError
+from provision.errors import EXIT_NOT_READY, EXIT_OK, ProvisionError, UsageError
 from provision.host import ServerAddress, resolve_host
 from provision.names import parse_name
-from provision.toml_edit import Op, decode, edit_text, loads, unified_diff
+from provision.toml_edit import (
+    Op,
+    SetKeys,
+    decode,
+    edit_text,
+    get_table,
+    loads,
+    render_table,
+    unified_diff,
+)
 
 FORMATS = ("auto", "codex", FORM_SEED)
 
@@ -142,8 +152,18 @@ class ConfigResult:
 class _Pending:
     state: safe_file.FileState
     role: str
-    old: str
+    old: str  # without a UTF-8 BOM (kept apart, written back as it was)
     new: str
+    bom: bool = False
+    # The profile file carrying the provider table it names too: written before config.toml
+    # gets that table, so that each state in between works (see _writes).
+    stage: str | None = None
+
+    def encoded(self, text: str) -> bytes:
+        return (BOM if self.bom else b"") + text.encode("utf-8")
+
+
+BOM = b"\xef\xbb\xbf"
 
 
 def configure_codex(request: ConfigRequest) -> ConfigResult:
@@ -261,19 +281,30 @@ def _probe(address: ServerAddress, env: dict[str, str], warnings: list[str]) -> 
     return ServerFacts(address, result.version, True)
 
 
+def check_codex_version(text: str) -> str:
+    """`--codex-version`: a release like 0.169.0, else an input error (exit 2)."""
+    from provision.output import printable
+
+    release = CodexRelease.parse(text)
+    if release.version is None or len(text) > 40:
+        shown = printable(text if len(text) <= 40 else text[:40] + "...")
+        raise UsageError(f"--codex-version '{shown}' is not a Codex release like 0.169.0",
+                         hint="`codex --version` prints it; leave the flag out to use the "
+                         "installed Codex's")
+    return release.label
+
+
 def _codex_target(request: ConfigRequest, env: Mapping[str, str],
                   warnings: list[str]) -> CodexTarget:
+    if request.codex_version is not None:
+        check_codex_version(request.codex_version)  # before asking any codex
     binary = request.codex_bin or codex_cli.find_codex(env)
     installed = codex_cli.detect(binary, env) if (binary and (
         request.validate or request.codex_version is None)) else codex_cli.CodexInstall(binary)
     if installed.problem:
         warnings.append(installed.problem)
     if request.codex_version is not None:
-        if CodexRelease.parse(request.codex_version).version is None:
-            warnings.append(f"--codex-version '{request.codex_version}' is not a version like "
-                            "0.169.0: writing for the newest Codex")
-            return CodexTarget(None, "newest", binary, installed.version)
-        version = CodexRelease.parse(request.codex_version).label
+        version = check_codex_version(request.codex_version)
         return CodexTarget(version, "flag", binary, installed.version)
     if installed.version:
         return CodexTarget(installed.version, "detected", binary, installed.version)
@@ -301,8 +332,10 @@ def _paths(request: ConfigRequest, env: Mapping[str, str]) -> tuple[Path, Path]:
 
 
 def _read(path: Path) -> tuple[safe_file.FileState, str, dict[str, Any]]:
+    """A file as text without its UTF-8 BOM, if any (Codex accepts one; it is kept)."""
     state = safe_file.read_state(path)
-    text = decode(state.raw, source=str(path)) if state.raw is not None else ""
+    raw = state.raw or b""
+    text = decode(raw[len(BOM):] if raw.startswith(BOM) else raw, source=str(path))
     return state, text, loads(text, source=str(path))
 
 
@@ -318,14 +351,57 @@ def _prepare(
                       profile_read[2] if profile_read else None, model=model,
                       profile=request.profile, set_default=request.set_default, auth=auth)
     role = "output" if request.output is not None else "config"
-    pending = [_pending(config_state, role, config_text, plan.config_ops)]
+    config = _pending(config_state, role, config_text, plan.config_ops)
+    pending = [config]
     if profile_read is not None and plan.profile_ops is not None:
-        pending.append(_pending(profile_read[0], "profile", profile_read[1], plan.profile_ops))
+        pending.append(_profile(profile_read, plan, config))
     return pending, plan
 
 
+def _profile(read: tuple[safe_file.FileState, str, dict[str, Any]], plan: Plan,
+             config: _Pending) -> _Pending:
+    """The profile file's edit; when config.toml gets the provider table the profile names,
+    also its first version, which carries a copy of that table (see _writes). A copy left by
+    a run killed before the profile's second write is taken out again."""
+    state, text, data = read
+    table = ("model_providers", plan.choice.provider_id)
+    named = next((op for op in plan.config_ops
+                  if isinstance(op, SetKeys) and op.table == table), None)
+    copy = "\n" + render_table(table, dict(named.values)) if named is not None else None
+    if copy is not None and text.endswith(copy):
+        text = text[: -len(copy)]
+        data = loads(text, source=str(state.path))
+    profile = _pending(state, "profile", text, plan.profile_ops)
+    profile = replace(profile, old=read[1])
+    if copy is None or config.new == config.old or profile.new == profile.old \
+            or get_table(data, table) is not None:
+        return profile
+    stage = profile.new + ("" if profile.new.endswith("\n") else "\n") + copy
+    return replace(profile, stage=stage)
+
+
 def _pending(state: safe_file.FileState, role: str, text: str, ops: tuple[Op, ...]) -> _Pending:
-    return _Pending(state, role, text, edit_text(text, ops, source=str(state.path)))
+    raw = state.raw or b""
+    return _Pending(state, role, text, edit_text(text, ops, source=str(state.path)),
+                    bom=raw.startswith(BOM))
+
+
+def _writes(changes: list[_Pending]) -> list[tuple[_Pending, str]]:
+    """The order of the writes, such that a run killed between any two leaves a config
+    the real Codex loads and a `codex --profile NAME` that works (measured with Codex
+    0.169: a profile naming a provider that is not defined fails with "Model provider not
+    found"; without the profile file, `--profile NAME` silently runs Codex's default
+    provider, OpenAI):
+
+    1. NAME.config.toml, the profile, first, carrying the provider table it names: it
+       works on its own, before config.toml has that table;
+    2. config.toml, with the table (and any migration);
+    3. the profile again, without its copy of the table (what stays).
+    """
+    profile = [p for p in changes if p.role == "profile"]
+    config = [p for p in changes if p.role != "profile"]
+    return [(p, p.stage or p.new) for p in profile] + [(p, p.new) for p in config] + \
+        [(p, p.new) for p in profile if p.stage is not None]
 
 
 def _file_result(p: _Pending, backup: Path | None, *, dry_run: bool) -> FileResult:
@@ -349,12 +425,25 @@ def _commit(
                              "tool edit it, or write elsewhere with --output FILE")
     validator = _validator(release, target, plan, request, home, env, fmt)
     before = validator() if validator and changes else None
-    backups: dict[str, Path] = {}
-    for p in changes:
+    for p in pending:  # what a killed run left behind (we hold the lock)
         safe_file.remove_stale_temps(p.state.real_path.parent, p.state.real_path.name)
-        if p.state.exists:
-            backups[str(p.state.path)] = safe_file.backup(p.state)
-        safe_file.write_atomic(p.state, p.new.encode("utf-8"))
+    backups: dict[str, Path] = {}
+    written: list[_Pending] = []
+    try:
+        # Ctrl-C, SIGTERM or SIGHUP in here take effect once every file is written.
+        with interrupts.deferred():
+            for p, text in _writes(changes):
+                key = str(p.state.path)
+                if p.state.exists and key not in backups:
+                    backups[key] = safe_file.backup(p.state)
+                safe_file.write_atomic(p.state, p.encoded(text))
+                written.append(p)
+    except ProvisionError:
+        _put_back(written, best_effort=True)  # the disk filled up between two writes
+        for made in backups.values():  # copies of files that stay as they were
+            with contextlib.suppress(OSError):
+                made.unlink()
+        raise
     files = tuple(_file_result(p, backups.get(str(p.state.path)), dry_run=False)
                   for p in pending)
     if validator is None:
@@ -366,11 +455,7 @@ def _commit(
     message = failed.message if failed else "Codex loads the config"
     if status == "fail" and changes and before and all(v.status == "ok" for v in before):
         # It loaded before and not after: this change broke it. Put the old files back.
-        for p in changes:
-            if p.state.exists:
-                safe_file.write_atomic(p.state, p.state.raw or b"")
-            else:
-                safe_file.remove_file(p.state)
+        _put_back(changes)
         files = tuple(FileResult(f.path, f.role, "unchanged", f.backup) for f in files)
         return files, Validation("rolled-back", tuple(after),
                                  f"Codex refused the new config ({message}); the previous "
@@ -378,6 +463,19 @@ def _commit(
     if status == "fail" and before and any(v.status != "ok" for v in before):
         message += " (it did not load before this change either)"
     return files, Validation(status, tuple(after), message)
+
+
+def _put_back(changed: list[_Pending], *, best_effort: bool = False) -> None:
+    """The files as they were: the profile first (it names what config.toml holds)."""
+    for p in sorted(set(changed), key=lambda p: p.role != "profile"):
+        try:
+            if p.state.exists:
+                safe_file.write_atomic(p.state, p.state.raw or b"")
+            else:
+                safe_file.remove_file(p.state)
+        except ProvisionError:
+            if not best_effort:
+                raise
 
 
 def _validator(
@@ -425,10 +523,10 @@ def _model_missing(server: ServerFacts, model: str | None, fmt: str,
     try:
         with client(server.address.url, loopback=server.address.is_loopback) as http:
             inventory = fetch_inventory(http)
-    except Exception:  # noqa: BLE001 - only a hint; `check` diagnoses the server
+    except ProvisionError:  # only a hint; `check` diagnoses the server
         return False
     return inventory.find(parse_name(model)) is None
 
 
 __all__ = ["ConfigRequest", "ConfigResult", "FileResult", "Validation", "CodexTarget",
-           "configure_codex"]
+           "configure_codex", "check_codex_version"]

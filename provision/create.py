@@ -7,13 +7,14 @@ prompt, template and parameters, nothing is sent.
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from provision.http import error_text
+from provision.errors import ProvisionError
+from provision.http import error_text, json_body, json_loads
 from provision.names import ModelName, parse_name
+from provision.output import printable
 
 if TYPE_CHECKING:
     import httpx
@@ -69,17 +70,19 @@ def _same_value(wanted: Any, shown: str) -> bool:
 
 
 def matches(show: dict[str, Any], spec: CustomModel) -> bool:
-    parent = (show.get("details") or {}).get("parent_model") or ""
+    details = show.get("details")
+    parent = details.get("parent_model") if isinstance(details, dict) else None
     try:
-        if parse_name(parent).key != spec.base.key:
+        if parse_name(str(parent or "")[:500]).key != spec.base.key:
             return False
-    except Exception:  # noqa: BLE001 - an unparseable parent is not our base
+    except ProvisionError:  # an unparseable parent is not our base
         return False
     if spec.system is not None and (show.get("system") or "") != spec.system:
         return False
     if spec.template is not None and (show.get("template") or "") != spec.template:
         return False
-    shown = _parse_parameters(show.get("parameters") or "")
+    parameters = show.get("parameters")
+    shown = _parse_parameters(parameters if isinstance(parameters, str) else "")
     for key, wanted in spec.parameters:
         want = list(wanted) if isinstance(wanted, (list, tuple)) else [wanted]
         have = shown.get(key, [])
@@ -94,7 +97,8 @@ def ensure_custom_model(http: httpx.Client, spec: CustomModel) -> CreateOutcome:
     name = spec.name.short
     try:
         response = http.post("/api/show", json={"model": name})
-        if response.status_code == 200 and matches(response.json(), spec):
+        show = _json_or_none(response) if response.status_code == 200 else None
+        if isinstance(show, dict) and matches(show, spec):
             return CreateOutcome(name=name, status=UNCHANGED)
         body: dict[str, Any] = {"model": name, "from": spec.base.short, "stream": True}
         if spec.system is not None:
@@ -107,16 +111,26 @@ def ensure_custom_model(http: httpx.Client, spec: CustomModel) -> CreateOutcome:
             if stream.status_code != 200:
                 stream.read()
                 return CreateOutcome(name=name, status=FAILED, error=error_text(stream))
-            for line in stream.iter_lines():
+            for line in stream.iter_lines():  # at most /api/create's budget in all
                 try:
-                    event = json.loads(line)
+                    event = json_loads(line)
                 except ValueError:
                     continue  # a garbage line is not a verdict
+                if not isinstance(event, dict):
+                    continue
                 if "error" in event:
-                    return CreateOutcome(name=name, status=FAILED, error=str(event["error"]))
+                    return CreateOutcome(name=name, status=FAILED,
+                                         error=printable(str(event["error"])[:300]))
                 if event.get("status") == "success":
                     return CreateOutcome(name=name, status=CREATED)
     except httpx.HTTPError as exc:
         return CreateOutcome(name=name, status=FAILED, error=str(exc))
     return CreateOutcome(name=name, status=FAILED, error="the create stream ended early")
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return json_body(response)
+    except ValueError:
+        return None
 

@@ -39,18 +39,27 @@ STALE = "stale"  # other weights than the registry serves now: `--upgrade` pulls
 MISSING = "missing"  # not on the server
 UNKNOWN = "unknown"  # cannot tell: the registry or the server's weights digest is unreadable
 
-_FROM_BLOB = re.compile(r"^FROM\s+.*?sha256[-:]([0-9a-fA-F]{64})\s*$", re.MULTILINE)
+_BLOB_AT_END = re.compile(r"sha256[-:]([0-9a-fA-F]{64})$")
 
 
 def weights_digest(modelfile: str) -> str | None:
-    """`sha256:<hex>` of the weights blob named by a modelfile's FROM line, else None."""
-    found = _FROM_BLOB.search(modelfile or "")
-    return f"sha256:{found.group(1).lower()}" if found else None
+    """`sha256:<hex>` of the weights blob named by a modelfile's FROM line, else None.
+
+    Line by line, with an anchored pattern: linear in the modelfile's length, whatever a
+    server puts in it."""
+    for line in (modelfile or "").splitlines():
+        if line.startswith("FROM") and line[4:5].isspace():
+            found = _BLOB_AT_END.search(line.rstrip())
+            if found:
+                return f"sha256:{found.group(1).lower()}"
+    return None
 
 
 def server_show(http: httpx.Client, name: ModelName) -> tuple[dict[str, Any] | None, str | None]:
     """(body, error) of `/api/show` for an installed model."""
     import httpx
+
+    from provision.http import json_body
 
     try:
         response = http.post("/api/show", json={"model": name.short})
@@ -59,8 +68,8 @@ def server_show(http: httpx.Client, name: ModelName) -> tuple[dict[str, Any] | N
     if response.status_code != 200:
         return None, f"/api/show answered HTTP {response.status_code}"
     try:
-        body = response.json()
-    except ValueError:
+        body = json_body(response)
+    except (ValueError, httpx.HTTPError):
         return None, "/api/show answered unreadable JSON"
     return (body, None) if isinstance(body, dict) else (None, "/api/show answered no object")
 
@@ -271,7 +280,7 @@ def pull_upgrade(address: ServerAddress, names: Sequence[ModelName], options: Pu
     from provision.registry import RegistryClient
 
     with client(address.url, loopback=address.is_loopback,
-                timeouts=Timeouts(connect=timeouts[0], read=timeouts[1])) as http, \
+                timeouts=Timeouts.for_server(*timeouts)) as http, \
             RegistryClient(insecure=options.insecure, environ=environ) as registry:
         inventory = fetch_inventory(http)
         drift = check_server(http, names, RegistryDigests(registry),

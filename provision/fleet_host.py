@@ -216,8 +216,8 @@ class HostRun:
 
             t = self.host.timeouts
             self._http = client(self.address.url, loopback=self.address.is_loopback,
-                                timeouts=Timeouts(connect=max(t.connect, 0.1),
-                                                  read=max(t.read, 0.1)))
+                                timeouts=Timeouts.for_server(max(t.connect, 0.1),
+                                                             max(t.read, 0.1)))
         return self._http
 
     def close(self) -> None:

@@ -9,7 +9,6 @@ labels. The `[pull]` and `[verify]` sections are the manifest's.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ from provision.manifest import (
     load_sections,
 )
 from provision.names import parse_name
+from provision.output import printable
+from provision.redact import credentials, in_text
 
 # The tool's work per host is a thread and a few sockets (the servers do the
 # downloading), so one wave covers hundreds of hosts; lower it with --concurrency when
@@ -91,9 +92,10 @@ def _is_name_list(value: Any) -> bool:
 
 
 _TIMEOUT_KEYS = {
-    "connect_timeout": (_nonneg_number, "seconds (a number >= 0)", "connect"),
-    "read_timeout": (_nonneg_number, "seconds (a number >= 0)", "read"),
-    "host_timeout": (_nonneg_number, "seconds for the host's whole run (0: no limit)", "total"),
+    "connect_timeout": (_nonneg_number, "seconds (a number >= 0) up to 10,000,000", "connect"),
+    "read_timeout": (_nonneg_number, "seconds (a number >= 0) up to 10,000,000", "read"),
+    "host_timeout": (_nonneg_number, "seconds for the host's whole run (0: no limit), up "
+                     "to 10,000,000", "total"),
 }
 _FLEET_KEYS = {
     "concurrency": (_int_at_least(1), "an integer >= 1 (hosts worked on at once)",
@@ -136,7 +138,9 @@ def _groups(source: str, raw: Any) -> tuple[Group, ...]:
         raise _fail(source, "groups", "expected [groups.NAME] tables")
     groups = []
     for name, table in raw.items():
+        name = printable(name)
         values = _fields(source, f"groups.{name}", table, _GROUP_KEYS)
+        values["hosts"] = [printable(h) for h in values.get("hosts", ())]
         models_raw = values.get("models") or []
         if not models_raw:
             raise _fail(source, f"groups.{name}", "expected at least one "
@@ -172,7 +176,9 @@ def _hosts(source: str, raw: Any, defaults: HostTimeouts,
         if "url" not in values:
             raise _fail(source, f"{key}.url", "missing: the host's Ollama URL")
         address = _address(source, f"{key}.url", values["url"])
-        name = values.get("name") or address.netloc + address.path
+        # Shown in every line about the host: control characters escaped, so a name with a
+        # newline cannot forge a line of output ("h1\nFAKE: ready").
+        name = printable(values.get("name") or address.netloc + address.path)
         for seen, what, value in ((urls, "url", address.url), (names, "name", name)):
             if value in seen:
                 raise _fail(source, f"{key}.{what}", f"'{value}' is already used by "
@@ -210,9 +216,8 @@ def _address(source: str, key: str, value: str) -> ServerAddress:
         # parse_host words its errors for OLLAMA_HOST; keep only the reason. A password
         # in the URL is never printed.
         reason = exc.message.split(": ", 1)[-1]
-        shown = re.sub(r"//[^/@]*@", "//***@", value)
-        raise _fail(source, key, f"invalid address '{shown}': "
-                    f"{reason.replace(value, shown)}") from None
+        shown = printable(credentials(value))
+        raise _fail(source, key, f"invalid address '{shown}': {in_text(reason)}") from None
 
 
 def _merge(source: str, host: str, groups: tuple[Group, ...]) -> tuple[ModelSpec, ...]:
@@ -246,7 +251,7 @@ def _canonical(spec: ModelSpec) -> ModelSpec:
 def load_inventory(path: str) -> FleetInventory:
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except IsADirectoryError:

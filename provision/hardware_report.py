@@ -76,11 +76,11 @@ def server_info(address: ServerAddress | None, *, version: str | None = None
     """Version and installed models of the server, when it answers (it need not)."""
     if address is None:
         return Server(None, False, version, "--assume" if version else "unknown"), None
-    from provision.http import Timeouts, client
-    from provision.inventory import fetch_inventory
+    from provision.http import Timeouts, client, json_body
+    from provision.inventory import count, fetch_inventory
     from provision.probe import probe
 
-    result = probe(address, timeouts=Timeouts(connect=2.0, read=5.0))
+    result = probe(address, timeouts=Timeouts(connect=2.0, read=5.0, total=10.0))
     if result.diagnosis is not None:
         return Server(address.url, False, version, "--assume" if version else "unknown"), None
     import httpx
@@ -90,10 +90,11 @@ def server_info(address: ServerAddress | None, *, version: str | None = None
         with client(address.url, loopback=address.is_loopback) as http:
             inventory = fetch_inventory(http)
             response = http.get("/api/ps")
-            if response.status_code == 200:
-                loaded = sum(int(m.get("size_vram") or 0)
-                             for m in response.json().get("models") or [])
-    except (ProvisionError, httpx.HTTPError, ValueError, AttributeError) as exc:
+            body = json_body(response) if response.status_code == 200 else None
+            models = body.get("models") if isinstance(body, dict) else None
+            loaded = sum(count(m.get("size_vram")) for m in models or []
+                         if isinstance(m, dict)) if isinstance(models, list) else 0
+    except (ProvisionError, httpx.HTTPError, ValueError) as exc:
         log.debug("server inventory failed: %s", exc)  # judged from the registry instead
         inventory = None
     if version:
@@ -105,7 +106,7 @@ def assess(names: list[ModelName], machine: Machine, *, address: ServerAddress |
            num_ctx: int | None = None, require: str = "cpu", server_version: str | None = None,
            offline: bool = False, alternatives: bool = True,
            registry: RegistryClient | None = None, header_budget: int | None = None,
-           environ: dict[str, str] | None = None) -> HardwareReport:
+           environ: dict[str, str] | None = None, insecure: bool = False) -> HardwareReport:
     """Judge every model on `machine`. `address` None: no server to ask (a planned one)."""
     from provision.model_needs import HEADER_BUDGET
     from provision.registry import RegistryClient
@@ -120,7 +121,7 @@ def assess(names: list[ModelName], machine: Machine, *, address: ServerAddress |
         warnings.append(f"models loaded now hold {server.loaded_vram / (1 << 30):.1f} GiB of "
                         "VRAM; Ollama unloads idle ones to make room")
     own = registry is None
-    registry = registry or RegistryClient(environ=environ)
+    registry = registry or RegistryClient(insecure=insecure, environ=environ)
     reports = []
     try:
         for name in names:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from provision.errors import UsageError
+from provision.output import printable
 
 DEFAULT_PORT = 11434
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -75,7 +76,9 @@ _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
 
 def _valid_host(host: str) -> bool:
     if _HOSTNAME.match(host):
-        return True
+        # DNS: labels of 1-63 characters, 253 in all (longer ones fail in IDNA encoding).
+        return len(host.rstrip(".")) <= 253 and all(
+            len(label) <= 63 for label in host.rstrip(".").split("."))
     try:
         ipaddress.ip_address(host)
         return True
@@ -97,14 +100,24 @@ def _split_host_port(hostport: str) -> tuple[str, str] | None:
 
 
 def parse_host(value: str, *, source: str = "env") -> ServerAddress:
-    """Resolve an OLLAMA_HOST-style value exactly as Ollama does (see module doc)."""
+    """Resolve an OLLAMA_HOST-style value exactly as Ollama does (see module doc).
+
+    Credentials (`user:password@`, a password may hold `/`) are cut off before anything is
+    parsed, so no error message can quote them."""
     raw = _strip(value)
     notes: list[str] = []
     default_port = str(DEFAULT_PORT)
     scheme, sep, hostport = raw.partition("://")
     if not sep:
         scheme, hostport = "http", raw
-    else:
+    had_credentials = "@" in hostport
+    if had_credentials:
+        # Credentials in a URL end up in logs and config files: drop them, never echo them.
+        hostport = hostport.rsplit("@", 1)[1]
+        raw = f"{scheme}://***@{hostport}" if sep else f"***@{hostport}"
+        notes.append("the server address held credentials (user:password@): they are not "
+                     "used, shown or written anywhere")
+    if sep:
         scheme = scheme.lower()
         if scheme == "http":
             default_port = "80"
@@ -112,18 +125,10 @@ def parse_host(value: str, *, source: str = "env") -> ServerAddress:
             default_port = "443"
         else:
             raise UsageError(
-                f"{_label(source, raw)}: unsupported scheme '{scheme}://'",
+                f"{_label(source, raw)}: unsupported scheme '{printable(scheme[:20])}://'",
                 hint="use http:// or https://, or just host:port",
             )
     hostport, _, path = hostport.partition("/")
-    had_credentials = "@" in hostport
-    if had_credentials:
-        # Credentials in a URL end up in logs and config files: drop them, never echo them.
-        hostport = hostport.rsplit("@", 1)[1]
-        raw = f"{scheme}://***@{hostport}" + (f"/{path}" if path else "") if sep else \
-            f"***@{hostport}" + (f"/{path}" if path else "")
-        notes.append("the server address held credentials (user:password@): they are not "
-                     "used, shown or written anywhere")
     split = _split_host_port(hostport)
     if split is None:
         host, port = "127.0.0.1", default_port
@@ -135,15 +140,17 @@ def parse_host(value: str, *, source: str = "env") -> ServerAddress:
                 host = hostport
     else:
         host, port = split
-    if not port.isdigit() or not 0 < int(port) <= 65535:
+    if not port.isdigit() or len(port) > 5 or not 0 < int(port) <= 65535:
         raise UsageError(
-            f"{_label(source, raw)}: invalid port '{port}'",
+            f"{_label(source, raw)}: invalid port '{printable(port[:20])}'",
             hint=f"Ollama itself would silently use port {default_port} instead; "
             "give a port between 1 and 65535",
         )
     if host and not _valid_host(host):
         raise UsageError(
-            f"{_label(source, raw)}: '{host}' is not a valid host name or IP address",
+            f"{_label(source, raw)}: '{printable(host[:80])}' is not a valid host name or IP "
+            "address" + (" (a part between dots is longer than 63 characters)"
+                         if _HOSTNAME.match(host) else ""),
             hint="write host, host:port, [ipv6]:port or a URL like http://host:port",
         )
     host = _connectable(host, notes, raw)
@@ -171,7 +178,8 @@ def _connectable(host: str, notes: list[str], raw: str) -> str:
 
 
 def _label(source: str, raw: str) -> str:
-    return f"--host {raw}" if source == "flag" else f"OLLAMA_HOST={raw}"
+    shown = printable(raw if len(raw) <= 200 else raw[:200] + "...")
+    return f"--host {shown}" if source == "flag" else f"OLLAMA_HOST={shown}"
 
 
 def resolve_host(flag: str | None = None, environ: dict[str, str] | None = None) -> ServerAddress:

@@ -106,16 +106,21 @@ def _is_str(v: Any) -> bool:
     return isinstance(v, str)
 
 
+# Seconds (and rates) beyond this are typos that would overflow clocks and waits.
+MAX_NUMBER = 10_000_000
+
+
 def _nonneg_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= MAX_NUMBER
 
 
 def _positive_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_NUMBER
 
 
 def _int_at_least(minimum: int) -> Check:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+    return lambda v: (isinstance(v, int) and not isinstance(v, bool)
+                      and minimum <= v <= 1_000_000_000)
 
 
 def _is_name_list(v: Any) -> bool:
@@ -126,19 +131,21 @@ def _is_table(v: Any) -> bool:
     return isinstance(v, dict)
 
 
+_SECONDS = "seconds (a number > 0) up to 10,000,000"
+
 # key -> (check, what is expected, dataclass field name)
 _SECTIONS: dict[str, dict[str, tuple[Check, str, str]]] = {
     "server": {
         "host": (_is_str, "a string like 'http://127.0.0.1:11434'", "host"),
-        "wait": (_nonneg_number, "seconds (a number >= 0)", "wait"),
+        "wait": (_nonneg_number, "seconds (a number >= 0) up to 10,000,000", "wait"),
         "start": (_is_bool, "true or false", "start"),
-        "connect_timeout": (_positive_number, "seconds (a number > 0)", "connect_timeout"),
-        "read_timeout": (_positive_number, "seconds (a number > 0)", "read_timeout"),
+        "connect_timeout": (_positive_number, _SECONDS, "connect_timeout"),
+        "read_timeout": (_positive_number, _SECONDS, "read_timeout"),
     },
     "pull": {
         "parallel": (_int_at_least(1), "an integer >= 1", "parallel"),
         "retries": (_int_at_least(0), "an integer >= 0", "retries"),
-        "stall_timeout": (_positive_number, "seconds (a number > 0)", "stall_timeout"),
+        "stall_timeout": (_positive_number, _SECONDS, "stall_timeout"),
         "insecure": (_is_bool, "true or false", "insecure"),
     },
     "codex": {
@@ -177,6 +184,15 @@ _MODEL_KEYS: dict[str, tuple[Check, str, str]] = {
 _TOP = {"server", "models", "pull", "codex", "verify", "hardware"}
 
 
+def _shown(value: Any) -> str:
+    """A wrong value quoted in an error: one short line, whatever its size."""
+    from provision.output import printable
+
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else \
+        f"a number of {len(str(abs(value)))} digits"
+    return printable(text if len(text) <= 80 else text[:80] + "...")
+
+
 def _fail(source: str, key: str, message: str) -> UsageError:
     return UsageError(f"{source}: {key}: {message}")
 
@@ -200,7 +216,7 @@ def _fields(source: str, prefix: str, table: Any,
                         + f"; allowed: {', '.join(schema)}")
         check, expected, attr = schema[key]
         if not check(value):
-            raise _fail(source, f"{prefix}.{key}", f"expected {expected}, got {value!r}")
+            raise _fail(source, f"{prefix}.{key}", f"expected {expected}, got {_shown(value)}")
         values[attr] = tuple(value) if key == "choose" else value
     return values
 
@@ -262,6 +278,7 @@ def parse_manifest(text: str, source: str) -> Manifest:
         if parse_name(m.name or "").key in custom:
             raise _fail(source, "models", f"'{m.name}' is declared both as a custom model "
                         "and as a model to pull")
+    _check_cycles(source, models)
     sections = {
         name: cls(**_fields(source, name, data[name], _SECTIONS[name]))
         for name, cls in (("server", ServerSpec), ("pull", PullSpec), ("codex", CodexSpec),
@@ -270,6 +287,29 @@ def parse_manifest(text: str, source: str) -> Manifest:
     }
     _check_values(source, sections)
     return Manifest(source=source, models=models, **sections)
+
+
+def _check_cycles(source: str, models: tuple[ModelSpec, ...]) -> None:
+    """A custom model built `from` itself, or custom models built from each other in a
+    circle, can never be created: named here, before anything is asked of a registry."""
+    base_of = {parse_name(m.name).key: (i, m) for i, m in enumerate(models)
+               if m.is_custom and m.name}
+    for key, (index, spec) in base_of.items():
+        chain = [spec.name or ""]
+        seen = {key}
+        current = spec
+        while current.base is not None:
+            step = parse_name(current.base).key
+            if step not in base_of:
+                break  # ends at a model to pull: fine
+            chain.append(current.base)
+            if step in seen:
+                raise _fail(source, f"models[{index}].from",
+                            "custom models built from each other in a circle: "
+                            + " -> ".join(chain) if len(chain) > 2 else
+                            f"the custom model '{spec.name}' is built from itself")
+            seen.add(step)
+            current = base_of[step][1]
 
 
 def _check_values(source: str, sections: dict[str, Any]) -> None:
@@ -305,7 +345,7 @@ def load_manifest(path: str | None) -> Manifest:
         return parse_manifest(text, f"built-in {BUILTIN_DEFAULT}")
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write, is fine
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -104,23 +104,29 @@ def format_parameters(count: int | None) -> str:
 
 def from_show(name: ModelName, show: dict[str, Any], installed: InstalledModel | None,
               verbose_show: dict[str, Any] | None = None) -> ModelNeeds:
-    """Needs of an installed model from its /api/show answer (and /api/tags entry)."""
-    info = dict(show.get("model_info") or {})
+    """Needs of an installed model from its /api/show answer (and /api/tags entry).
+
+    A server answering fields of the wrong type (model_info as a list) is a ProvisionError
+    naming what is wrong, never a crash."""
+    info = dict(_table(show, "model_info", name))
     if verbose_show:
-        info.update({k: v for k, v in (verbose_show.get("model_info") or {}).items()
+        info.update({k: v for k, v in _table(verbose_show, "model_info", name).items()
                      if not k.startswith("tokenizer.")})
-    tensors = [(str(t.get("name", "")), tuple(int(d) for d in t.get("shape") or ()),
+    tensors = [(str(t.get("name", "")), _shape(t.get("shape")),
                 _TYPE_IDS.get(str(t.get("type", "")).upper()))
-               for t in show.get("tensors") or [] if isinstance(t, dict)]
+               for t in _list(show.get("tensors")) if isinstance(t, dict)]
     if tensors and not _int(info.get(f"{info.get('general.architecture')}.vocab_size")):
         embd = next((s for n, s, _ in tensors if n == "token_embd.weight" and len(s) == 2), None)
         if embd:
             info[f"{info.get('general.architecture')}.vocab_size"] = embd[1]
     try:
         arch = from_metadata(info)
-    except MissingKey as exc:
-        raise ProvisionError(f"{name.short}: the server's /api/show lacks {exc}") from exc
-    details = show.get("details") or {}
+    except (MissingKey, TypeError, ValueError, OverflowError) as exc:
+        raise ProvisionError(f"{name.short}: the server's /api/show lacks {exc}"
+                             if isinstance(exc, MissingKey) else
+                             f"{name.short}: the server's /api/show has unusable "
+                             f"model_info ({type(exc).__name__})") from exc
+    details = _table(show, "details", name)
     quant = str(details.get("quantization_level") or
                 FILE_TYPES.get(_int(info.get("general.file_type")), ""))
     size = installed.size if installed else None
@@ -149,22 +155,54 @@ def fetch_installed(http: httpx.Client, name: ModelName,
                     installed: InstalledModel | None) -> ModelNeeds:
     import httpx
 
+    from provision.http import json_body
+
     try:
         response = http.post("/api/show", json={"model": name.short})
         response.raise_for_status()
-        show = response.json()
+        show = _object(json_body(response), name)
         verbose = None
-        info = show.get("model_info") or {}
+        info = _table(show, "model_info", name)
         arch = info.get("general.architecture")
         if any(v in ([], None) for k, v in info.items()
                if k.startswith(f"{arch}.attention.head_count")):
             # Non-verbose /api/show empties arrays longer than 5 (per-layer head counts).
             response = http.post("/api/show", json={"model": name.short, "verbose": True})
             response.raise_for_status()
-            verbose = response.json()
+            verbose = _object(json_body(response), name)
     except (httpx.HTTPError, ValueError) as exc:
         raise ProvisionError(f"{name.short}: /api/show failed: {exc}") from exc
     return from_show(name, show, installed, verbose)
+
+
+def _object(value: Any, name: ModelName) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProvisionError(f"{name.short}: /api/show answered {type(value).__name__}, "
+                             "not an object")
+    return value
+
+
+def _table(show: dict[str, Any], key: str, name: ModelName) -> dict[str, Any]:
+    """An object-valued field of /api/show (absent: empty); anything else is an error."""
+    value = show.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProvisionError(f"{name.short}: the server's /api/show has {key} as a "
+                             f"{type(value).__name__}, not an object")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    dims = _list(value)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 40
+               for d in dims):
+        return ()
+    return tuple(dims)
 
 
 # -- from the registry ----------------------------------------------------------------------
@@ -434,7 +472,7 @@ def _prod(shape: tuple[int, ...]) -> int:
 def _int(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 

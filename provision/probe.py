@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from provision.host import ServerAddress
-from provision.http import Timeouts, client, proxy_for
+from provision.http import (
+    Timeouts,
+    client,
+    deadline,
+    is_deadline,
+    is_too_large,
+    json_body,
+    proxy_for,
+)
+from provision.output import printable
+from provision.redact import credentials, in_text
 
 if TYPE_CHECKING:
     import httpx
@@ -67,16 +77,19 @@ class ProbeResult:
 def probe(
     address: ServerAddress,
     *,
-    timeouts: Timeouts = Timeouts(connect=3.0, read=5.0),
+    timeouts: Timeouts = Timeouts(connect=3.0, read=5.0, total=10.0),
     environ: dict[str, str] | None = None,
     http: httpx.Client | None = None,
 ) -> ProbeResult:
     env = dict(os.environ if environ is None else environ)
     started = time.monotonic()
     owned = http is None
-    http = http or client(address.url, loopback=address.is_loopback, timeouts=timeouts)
+    http = http or client(address.url, loopback=address.is_loopback, timeouts=timeouts,
+                          environ=env)
     try:
-        diagnosis, version = _probe(http, address, env)
+        # One deadline for both requests, also on a client made for longer ones (check's).
+        with deadline(timeouts.total, "the first answer"):
+            diagnosis, version = _probe(http, address, env)
     finally:
         if owned:
             http.close()
@@ -90,7 +103,7 @@ def wait_for_server(
     address: ServerAddress,
     seconds: float,
     *,
-    timeouts: Timeouts = Timeouts(connect=2.0, read=5.0),
+    timeouts: Timeouts = Timeouts(connect=2.0, read=5.0, total=10.0),
     environ: dict[str, str] | None = None,
     on_retry: Callable[[ProbeResult, float], None] | None = None,
 ) -> ProbeResult:
@@ -132,16 +145,27 @@ def _probe(
     except httpx.ConnectError as exc:
         return _connect_failure(address, proxy, exc, env), None
     except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+        why = str(exc) if is_deadline(exc) else \
+            f"sent no answer within {http.timeout.read or 0:g} s"
         return Diagnosis(
             NO_ANSWER,
-            f"something accepted the connection at {address.netloc} but sent no answer "
-            f"within {http.timeout.read:g} s",
+            f"something accepted the connection at {address.netloc} but {why}"
+            if not is_deadline(exc) else why,
             (
                 "if Ollama is starting or busy loading a model, try again with --wait 60",
                 "otherwise another program holds this port: find it with "
                 f"`ss -ltnp 'sport = :{address.port}'` (Linux) or `lsof -i :{address.port}`",
             ),
             detail=type(exc).__name__,
+        ), None
+    except httpx.DecodingError as exc:  # past a byte budget, or an undecodable body
+        return Diagnosis(
+            NOT_OLLAMA,
+            f"{address.netloc} answers, but not as Ollama does: {exc}",
+            (f"another program holds port {address.port}, or a proxy in front of Ollama "
+             "rewrites its answers: find it with "
+             f"`ss -ltnp 'sport = :{address.port}'` or `lsof -i :{address.port}`",),
+            detail="too large" if is_too_large(exc) else type(exc).__name__,
         ), None
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
         fixes = [
@@ -154,7 +178,7 @@ def _probe(
             NOT_OLLAMA,
             f"something at {address.netloc} answered, but not with HTTP: it is not Ollama",
             tuple(fixes),
-            detail=str(exc),
+            detail=printable(str(exc))[:200],
         ), None
 
 
@@ -167,22 +191,26 @@ def _version(http: httpx.Client) -> str | None:
     if response.status_code != 200:
         return None
     try:
-        version = response.json().get("version")
-    except (ValueError, AttributeError):
+        body = json_body(response)
+    except ValueError:
         return None
-    return str(version) if version is not None else None
+    version = body.get("version") if isinstance(body, dict) else None
+    if not isinstance(version, str) or not version.strip():
+        return None
+    return printable(version.strip()[:64])  # shown in messages: one short line
 
 
 def _describe_answer(response: httpx.Response) -> str:
-    server = response.headers.get("server")
+    server = printable(response.headers.get("server", "")[:80])
     text = response.text[:2000]
     title = ""
     lower = text.lower()
     if "<title>" in lower:
         start = lower.index("<title>") + len("<title>")
         end = lower.find("</title>", start)
-        title = text[start:end if end > 0 else start + 80].strip()
-    first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        title = printable(" ".join(text[start:end if end > 0 else start + 80].split()))
+    first_line = printable(next((line.strip() for line in text.splitlines() if line.strip()),
+                                ""))
     what = f"HTTP {response.status_code}"
     if server:
         what += f", Server: {server}"
@@ -223,7 +251,7 @@ def _not_ollama(
 
 
 def _proxy_failure(address: ServerAddress, proxy: str | None, detail: str) -> Diagnosis:
-    shown = _redact(proxy) if proxy else "the configured proxy"
+    shown = credentials(proxy) if proxy else "the configured proxy"
     return Diagnosis(
         PROXY,
         f"the request to {address.netloc} went through the proxy {shown}, which failed",
@@ -233,16 +261,8 @@ def _proxy_failure(address: ServerAddress, proxy: str | None, detail: str) -> Di
             "(the proxy that matters for downloads is the one in the Ollama server's own "
             "environment, not this one)",
         ),
-        detail=_redact(detail),
+        detail=in_text(detail),
     )
-
-
-def _redact(url: str) -> str:
-    """Proxy URLs may carry credentials (http://user:pass@proxy): never print them."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
 
 
 def _timeout(address: ServerAddress, proxy: str | None, exc: Exception) -> Diagnosis:

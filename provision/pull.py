@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from provision.errors import EXIT_NOT_READY, ProvisionError
 from provision.host import ServerAddress
-from provision.http import error_text
+from provision.http import ERROR_BUDGET, error_text, first_bytes
 from provision.names import DEFAULT_HOST, ModelName
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ VERIFY_BYTES_PER_S = 50e6
 # The socket watchdog below handles stalls; the HTTP read timeout only bounds a hang
 # where the socket could not be shut down.
 BACKSTOP_READ_TIMEOUT = 3600.0
+# A progress line is ~150 bytes; a longer one is not Ollama's (the stream itself has no
+# total budget: a pull is long, and only its lines are held in memory).
+LINE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,9 @@ def classify_server_error(
     downloading: bool = False, remaining: int = 0,
 ) -> PullError:
     """Explain an `{"error": ...}` from the server (in the stream or as an HTTP error)."""
+    from provision.output import printable
+
+    text = printable(text[:500])
     low = text.lower()
     if http_status == 400:
         return PullError(
@@ -507,9 +513,10 @@ class _Puller:
         )
 
     def _http_error(self, run: _ModelRun, response: httpx.Response) -> PullError:
-        response.read()
-        return classify_server_error(error_text(response), run.name,
-                                     http_status=response.status_code, remaining=run.remaining)
+        # The stream has no budget of its own: read no more of an error page than its text.
+        text = error_text(response, first_bytes(response, ERROR_BUDGET))
+        return classify_server_error(text, run.name, http_status=response.status_code,
+                                     remaining=run.remaining)
 
     def _read(self, run: _ModelRun, response: httpx.Response, watch: _Watch) -> PullError | None:
         """The hot loop: a fast server sends thousands of lines a second, so per line it
@@ -530,6 +537,7 @@ class _Puller:
         success = False
         pending = ""  # digest whose latest numbers are not reported yet
         highs: dict[str, int] = {}  # furthest completed per blob in this attempt
+        latest: dict[str, int] = {}  # completed in this attempt's latest line per blob
         pending_total = pending_completed = 0
         for chunk in response.iter_bytes():
             if watch.cancelled:
@@ -537,16 +545,20 @@ class _Puller:
             text = decode(chunk)
             if "\n" not in text:
                 buffer += text
+                if len(buffer) > LINE_LIMIT:
+                    return _long_line()
                 continue
             lines = (buffer + text).split("\n")
             buffer = lines.pop()
+            if len(buffer) > LINE_LIMIT:  # complete lines are shorter than buffer + chunk
+                return _long_line()
             now = monotonic()
             watch.last_line = now
             for line in lines:
                 try:
                     message = parse(line)[0]
                     digest = message.get("digest")
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, RecursionError):
                     message = _slow_parse(line, model)
                     if message is None:
                         continue
@@ -566,11 +578,14 @@ class _Puller:
                         if completed > 0 or last.get(digest, 0) > 0:
                             run.resumed = run.resumed or completed > 0
                             handle(Resumed(model, digest, completed, total))
-                    previous = last.get(digest)
-                    if previous is None:
-                        first[digest] = completed
-                    elif completed == previous and totals.get(digest) == total:
+                    # Before anything is skipped: only bytes count as life while a blob is
+                    # incomplete, even when every line of this attempt repeats the last.
+                    watch.downloading = completed < total
+                    if latest.get(digest) == completed and totals.get(digest) == total:
                         continue  # the server's 60 ms tick repeating itself
+                    latest[digest] = completed
+                    if digest not in last:
+                        first[digest] = completed
                     if completed > highs.get(digest, -1):
                         # Progress is a new furthest point in this attempt: numbers that
                         # sway back and forth (a part retried again and again) are not.
@@ -578,7 +593,6 @@ class _Puller:
                         watch.last_progress = now
                     totals[digest] = total
                     last[digest] = completed
-                    watch.downloading = completed < total
                     if pending and pending != digest:
                         handle(BlobProgress(model, pending, pending_total, pending_completed))
                     pending, pending_total, pending_completed = digest, total, completed
@@ -621,16 +635,25 @@ class _Puller:
 
 def _slow_parse(line: str, model: str) -> dict[str, Any] | None:
     """A line the fast path refused: JSON with odd whitespace, or not JSON (skipped)."""
+    from provision.http import json_loads
+
     if not line.strip():
         return None
     try:
-        message = json.loads(line)
+        message = json_loads(line)
     except ValueError:
         message = None
     if not isinstance(message, dict):
         log.debug("%s: skipped a line that is not a JSON object: %r", model, line[:200])
         return None
     return message
+
+
+def _long_line() -> PullError:
+    return PullError(
+        SERVER_ERROR, f"the server sent a line longer than {LINE_LIMIT >> 20} MiB in its pull "
+        "stream: that is not Ollama's progress (a proxy or another program answers?)",
+    )
 
 
 def _cancelled() -> PullError:
@@ -674,7 +697,7 @@ def _pull_all(address: ServerAddress, names: list[ModelName], options: PullOptio
     from provision.inventory import fetch_inventory
 
     with client(address.url, loopback=address.is_loopback,
-                timeouts=Timeouts(connect=options.connect_timeout, read=30.0)) as http:
+                timeouts=Timeouts.for_server(options.connect_timeout, 30.0)) as http:
         before = fetch_inventory(http)
     outcomes: dict[int, PullOutcome] = {}
     todo: list[tuple[int, ModelName]] = []
@@ -753,7 +776,7 @@ def _mark_updates(address: ServerAddress, options: PullOptions, before: Any,
 
     try:
         with client(address.url, loopback=address.is_loopback,
-                    timeouts=Timeouts(connect=options.connect_timeout, read=30.0)) as http:
+                    timeouts=Timeouts.for_server(options.connect_timeout, 30.0)) as http:
             after = fetch_inventory(http)
     except ProvisionError:
         return outcomes

@@ -10,14 +10,13 @@ air-gapped setups and this project's tests.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from provision.errors import EXIT_NOT_READY, ProvisionError
-from provision.http import Timeouts, client
+from provision.http import Timeouts, client, deadline, json_body, json_loads
 from provision.names import DEFAULT_HOST, ModelName
 
 if TYPE_CHECKING:
@@ -81,7 +80,7 @@ class RegistryClient:
     """One registry session: remembers Bearer tokens per repository scope."""
 
     def __init__(self, *, insecure: bool = False, environ: dict[str, str] | None = None,
-                 timeouts: Timeouts = Timeouts(connect=5.0, read=30.0)) -> None:
+                 timeouts: Timeouts = Timeouts(connect=5.0, read=30.0, total=30.0)) -> None:
         self.insecure = insecure
         self.environ = dict(os.environ if environ is None else environ)
         self.timeouts = timeouts
@@ -107,10 +106,15 @@ class RegistryClient:
 
             host = base.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
             self._clients[base] = client(base, loopback=is_loopback_host(host),
-                                         timeouts=self.timeouts)
+                                         timeouts=self.timeouts, environ=self.environ)
         return self._clients[base]
 
-    def _get(self, name: ModelName, path: str, headers: dict[str, str]) -> httpx.Response:
+    def _get(self, name: ModelName, path: str, headers: dict[str, str], *,
+             take: int | None = None, skip: int = 0) -> tuple[httpx.Response, bytes]:
+        """GET with the Bearer-token dance; the answer and its body, read under one
+        deadline for the whole exchange (redirects included). `take`: read only that many
+        bytes of the body (after `skip`) and hang up: a registry that ignores Range must
+        not make us read a whole blob."""
         import httpx
 
         base = registry_base_url(name, insecure=self.insecure, environ=self.environ)
@@ -121,7 +125,8 @@ class RegistryClient:
             if scope in self._tokens:
                 sent["Authorization"] = f"Bearer {self._tokens[scope]}"
             try:
-                response = http.get(path, headers=sent, follow_redirects=True)
+                with deadline(self.timeouts.total, "one registry request"):
+                    response, body = _read(http, path, sent, take, skip)
             except httpx.HTTPError as exc:
                 raise RegistryError(
                     f"cannot reach the registry {base} for {name.short}: {exc}",
@@ -129,36 +134,49 @@ class RegistryClient:
                     if not self.insecure and "SSL" in str(exc) else None,
                 ) from exc
             self.requests += 1
-            self.bytes_read += len(response.content)
+            self.bytes_read += len(body)
             if response.status_code == 401 and attempt == 0:
                 challenge = response.headers.get("www-authenticate", "")
                 if challenge.lower().startswith("bearer"):
                     self._tokens[scope] = self._fetch_token(http, challenge, scope)
                     continue
-            return response
-        return response
+            return response, body
+        return response, body
 
     def _fetch_token(self, http: httpx.Client, challenge: str, scope: str) -> str:
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        import httpx
+
+        from provision.output import printable
+
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge[:4096]))
         realm = params.pop("realm", None)
         if not realm:
-            raise RegistryError(f"registry sent an unusable auth challenge: {challenge}")
+            raise RegistryError("registry sent an unusable auth challenge: "
+                                f"{printable(challenge[:200])}")
         params.setdefault("scope", scope)
-        response = http.get(realm, params=params)
+        try:
+            with deadline(self.timeouts.total, "one registry request"):
+                response = http.get(realm, params=params)
+        except (httpx.HTTPError, ValueError) as exc:  # ValueError: a realm that is no URL
+            raise RegistryError(f"registry token request failed: {exc}") from exc
         self.requests += 1
         self.bytes_read += len(response.content)
         try:
-            body = response.json()
-            return str(body.get("token") or body["access_token"])
-        except (ValueError, KeyError, AttributeError) as exc:
+            body = json_body(response)
+            token = body.get("token") or body["access_token"]
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
             raise RegistryError(
                 f"registry token request failed (HTTP {response.status_code})",
                 status=response.status_code,
             ) from exc
+        if not isinstance(token, str) or not token or len(token) > 64 * 1024:
+            raise RegistryError("registry token request answered no usable token",
+                                status=response.status_code)
+        return token
 
     def manifest(self, name: ModelName) -> Manifest:
-        response = self._get(name, f"/v2/{name.repository}/manifests/{name.tag}",
-                             {"Accept": MANIFEST_ACCEPT})
+        response, content = self._get(name, f"/v2/{name.repository}/manifests/{name.tag}",
+                                      {"Accept": MANIFEST_ACCEPT})
         if response.status_code == 404:
             raise RegistryError(
                 f"{name.short} is not in the registry ({name.host}): check the model name "
@@ -173,45 +191,83 @@ class RegistryClient:
                 status=response.status_code,
             )
         try:
-            data = response.json()
+            data = json_loads(content)
             layers = tuple(_layer(x) for x in data["layers"])
             return Manifest(name=name, config=_layer(data["config"]), layers=layers,
-                            raw=response.content)
-        except (ValueError, KeyError, TypeError) as exc:
+                            raw=content)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RegistryError(f"registry sent an unreadable manifest for {name.short}") from exc
 
     def blob(self, name: ModelName, digest: str, *, start: int = 0,
              end: int | None = None) -> bytes:
-        """Bytes [start, end] (inclusive) of a blob; the whole blob when end is None and start 0."""
-        headers = {}
+        """Bytes [start, end] (inclusive) of a blob; the whole blob when end is None and start 0
+        (within the blob budget of provision.http). Ranges are streamed: from a registry that
+        ignores Range (200, the whole blob) only the bytes up to `end` are read."""
+        headers: dict[str, str] = {}
+        take = None
         if start or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-        response = self._get(name, f"/v2/{name.repository}/blobs/{digest}", headers)
+            take = None if end is None else end - start + 1
+        response, content = self._get(name, f"/v2/{name.repository}/blobs/{digest}", headers,
+                                      take=take, skip=start)
         if response.status_code not in (200, 206):
             raise RegistryError(
                 f"registry answered HTTP {response.status_code} for blob {digest[:19]} "
                 f"of {name.short}",
                 status=response.status_code,
             )
-        content = response.content
-        if response.status_code == 200 and headers:
-            # A registry that ignores Range sends everything: keep only what was asked.
-            content = content[start: None if end is None else end + 1]
         return content
 
     def config(self, manifest: Manifest) -> ModelConfig:
         try:
-            data = json.loads(self.blob(manifest.name, manifest.config.digest))
+            data = json_loads(self.blob(manifest.name, manifest.config.digest))
         except ValueError as exc:
             raise RegistryError(f"unreadable config blob for {manifest.name.short}") from exc
+        if not isinstance(data, dict):
+            raise RegistryError(f"unreadable config blob for {manifest.name.short}")
         return ModelConfig(
-            model_format=str(data.get("model_format") or ""),
-            model_family=str(data.get("model_family") or ""),
-            model_type=str(data.get("model_type") or ""),
-            file_type=str(data.get("file_type") or ""),
+            model_format=_field(data, "model_format"),
+            model_family=_field(data, "model_family"),
+            model_type=_field(data, "model_type"),
+            file_type=_field(data, "file_type"),
         )
 
 
-def _layer(data: dict) -> Layer:
-    return Layer(media_type=str(data.get("mediaType", "")), digest=str(data["digest"]),
-                 size=int(data["size"]))
+def _read(http: httpx.Client, path: str, headers: dict[str, str], take: int | None,
+          skip: int) -> tuple[httpx.Response, bytes]:
+    """The answer and (up to `take` bytes of) its body; a 200 to a Range request is the
+    whole blob from byte 0, so `skip` bytes are read past first."""
+    extensions = {} if take is None else {"budget": skip + take}
+    with http.stream("GET", path, headers=headers, follow_redirects=True,
+                     extensions=extensions) as response:
+        if take is None or response.status_code not in (200, 206):
+            return response, response.read()
+        offset = skip if response.status_code == 200 else 0
+        parts: list[bytes] = []
+        got = 0
+        for chunk in response.iter_bytes():
+            if offset:
+                cut = min(offset, len(chunk))
+                chunk, offset = chunk[cut:], offset - cut
+            parts.append(chunk[: take - got])
+            got += len(parts[-1])
+            if got >= take:
+                break  # hang up: the rest of the blob is never read
+        return response, b"".join(parts)
+
+
+def _field(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    return value[:200] if isinstance(value, str) else ""
+
+
+def _layer(data: Any) -> Layer:
+    size = data["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 1 << 62:
+        raise ValueError(f"layer size {size!r}")
+    digest = data["digest"]
+    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", digest):
+        raise ValueError("layer digest")
+    media_type = data.get("mediaType", "")
+    return Layer(media_type=media_type if isinstance(media_type, str) else "", digest=digest,
+                 size=size)

@@ -12,8 +12,10 @@ edit. The previous content is kept as `NAME.bak-<UTC timestamp>`, the newest few
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.errors import UsageError
+from provision.errors import EXIT_NOT_READY, ProvisionError, UsageError
 
 NEW_FILE_MODE = 0o600
 NEW_DIR_MODE = 0o700
@@ -77,7 +79,7 @@ def ensure_dir(directory: Path) -> None:
         except FileExistsError:
             pass
         except OSError as exc:
-            raise UsageError(f"cannot create {folder}: {exc.strerror}") from None
+            raise _write_error(exc, folder, folder.parent, 0, "create") from None
 
 
 def write_atomic(state: FileState, data: bytes) -> None:
@@ -89,7 +91,7 @@ def write_atomic(state: FileState, data: bytes) -> None:
         fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX,
                                     dir=target.parent)
     except OSError as exc:
-        raise UsageError(f"cannot write in {target.parent}: {exc.strerror}") from None
+        raise _write_error(exc, state.path, target.parent, len(data)) from None
     try:
         try:
             _set_mode(fd, temp, mode)
@@ -107,9 +109,27 @@ def write_atomic(state: FileState, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         if isinstance(exc, OSError):
-            raise UsageError(f"cannot write {state.path}: {exc.strerror}") from None
+            raise _write_error(exc, state.path, target.parent, len(data)) from None
         raise
     _fsync_dir(target.parent)
+
+
+def _write_error(exc: OSError, path: Path, directory: Path, size: int,
+                 verb: str = "write") -> ProvisionError:
+    """A full disk is the environment failing (exit 1), with where and how much; any other
+    refusal (permissions, a read-only file system) is the user's to fix (exit 2)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError:
+            free = None
+        what = "the quota is used up" if exc.errno == errno.EDQUOT else "the disk is full"
+        return ProvisionError(
+            f"cannot {verb} {path}: {what} in {directory} (needs {size:,} bytes"
+            + (f", {free:,} free)" if free is not None else ")") + "; nothing was changed",
+            exit_code=EXIT_NOT_READY,
+            hint=f"free some space in {directory}, then run again")
+    return UsageError(f"cannot {verb} {path}: {exc.strerror}")
 
 
 def remove_file(state: FileState) -> None:
@@ -199,7 +219,8 @@ def locked(path: Path, *, wait: float = LOCK_WAIT_S) -> Iterator[None]:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, NEW_FILE_MODE)
         except OSError as exc:
-            raise UsageError(f"cannot create the lock file {lock_path}: {exc.strerror}") from None
+            raise _write_error(exc, lock_path, lock_path.parent, 0,
+                               "create the lock file") from None
         if _try_lock(fd) and _same_file(fd, lock_path):
             break
         os.close(fd)

@@ -6,13 +6,15 @@ exits, as `ollama serve &` would; its output goes to a log file whose path is re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from provision.errors import EXIT_UNREACHABLE, ProvisionError
+from provision.errors import EXIT_NOT_READY, EXIT_UNREACHABLE, ProvisionError
 from provision.host import ServerAddress
 from provision.local_install import LocalInstall
 from provision.probe import ProbeResult, wait_for_server
@@ -54,9 +56,8 @@ def start_server(
     env = dict(os.environ if environ is None else environ)
     env["OLLAMA_HOST"] = address.netloc  # serve exactly where we will look
     log = log_path or default_log_path(env)
-    log.parent.mkdir(parents=True, exist_ok=True)
     command = (install.binary, "serve")
-    with open(log, "ab") as sink:
+    with _private_log(log) as sink:
         sink.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} ollama-provision: "
                    f"OLLAMA_HOST={address.netloc} {' '.join(command)}\n".encode())
         sink.flush()
@@ -80,9 +81,34 @@ def start_server(
     return StartedServer(pid=process.pid, log_path=log, command=command, result=result)
 
 
-def _tail(path: Path, lines: int = 1) -> str:
+def _private_log(path: Path) -> IO[bytes]:
+    """The log, appended to: 0600 in a 0700 directory. Ollama writes its environment at
+    start (proxy URLs with their passwords), so no one else may read it; a log or a folder
+    of ours left wider by an older version is narrowed."""
+    from provision.safe_file import NEW_DIR_MODE, NEW_FILE_MODE, ensure_dir
+
+    ensure_dir(path.parent)
+    with contextlib.suppress(OSError):  # not ours to change (a shared XDG_STATE_HOME)
+        if path.parent.name == "ollama-provision":
+            os.chmod(path.parent, NEW_DIR_MODE)
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, NEW_FILE_MODE)
+        os.fchmod(fd, NEW_FILE_MODE)
+    except OSError as exc:
+        raise ProvisionError(f"cannot write the server's log {path}: {exc.strerror}",
+                             exit_code=EXIT_NOT_READY) from None
+    return os.fdopen(fd, "ab")
+
+
+def _tail(path: Path, lines: int = 1) -> str:
+    """The log's last line(s), shown in an error: credentials hidden, at most 300 chars."""
+    from provision.output import printable
+    from provision.redact import in_text
+
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 64 * 1024))
+            text = log.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:])
+    return printable(in_text(" | ".join(line.strip() for line in text[-lines:])))[:300]

@@ -430,14 +430,20 @@ def redact(line: str) -> str:
 
 
 def unified_diff(old: str, new: str, *, label: str) -> str:
-    """A unified diff of two texts, line endings shown as LF, secrets redacted."""
+    """A unified diff of two texts, line endings shown as LF; only the values this tool
+    writes are shown, every other value is *** (provision/toml_shown.py)."""
+    from provision.toml_shown import shown_lines
+
     lines = difflib.unified_diff(
-        _lines(old), _lines(new),
+        _shown(old, shown_lines), _shown(new, shown_lines),
         fromfile=f"{label} (before)" if old else "/dev/null",
         tofile=f"{label} (after)", lineterm="",
     )
-    return "".join(redact(line) + "\n" for line in lines)
+    return "".join(line + "\n" for line in lines)
 
 
-def _lines(text: str) -> list[str]:
-    return [line.rstrip("\r\n") for line in text.splitlines(keepends=True)]
+def _shown(text: str, shown_lines: Callable[[str], list[str]]) -> list[str]:
+    if not text:
+        return []
+    lines = shown_lines(text.replace("\r\n", "\n"))
+    return lines[:-1] if lines and lines[-1] == "" and text.endswith("\n") else lines

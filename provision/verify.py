@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from provision.http import error_text
+from provision.http import error_text, json_body
+from provision.inventory import count
 from provision.names import ModelName
 
 if TYPE_CHECKING:
@@ -90,13 +91,15 @@ def verify_model(
     size = size_vram = context_length = None
     placement = None
     try:
-        ps = http.get("/api/ps").json().get("models") or []
-        entry = next((m for m in ps if _same(m, name)), None)
+        body = json_body(http.get("/api/ps"))
+        ps = body.get("models") if isinstance(body, dict) else None
+        entry = next((m for m in ps if isinstance(m, dict) and _same(m, name)), None) \
+            if isinstance(ps, list) else None
         if entry is not None:
-            size, size_vram = int(entry.get("size") or 0), int(entry.get("size_vram") or 0)
+            size, size_vram = count(entry.get("size")), count(entry.get("size_vram"))
             placement = placement_of(size, size_vram)
-            context_length = entry.get("context_length")
-    except (httpx.HTTPError, ValueError, AttributeError):
+            context_length = count(entry.get("context_length")) or None
+    except (httpx.HTTPError, ValueError):
         pass
     loaded = Verification(model=model, ok=True, loaded=True, load_seconds=load_seconds,
                           size=size, size_vram=size_vram, placement=placement,
@@ -114,11 +117,12 @@ def verify_model(
     if response.status_code != 200:
         return _replace(loaded, ok=False, error=f"generation failed: {error_text(response)}")
     try:
-        data = response.json()
-        eval_count = int(data.get("eval_count") or 0)
-        eval_duration = int(data.get("eval_duration") or 0)
-    except (ValueError, AttributeError, TypeError):
+        data = json_body(response)
+    except (ValueError, httpx.HTTPError):
+        data = None
+    if not isinstance(data, dict):
         return _replace(loaded, ok=False, error="generation answered unreadable JSON")
+    eval_count, eval_duration = count(data.get("eval_count")), count(data.get("eval_duration"))
     rate = eval_count / eval_duration * 1e9 if eval_count and eval_duration else None
     return _replace(loaded, tokens_per_second=rate, eval_count=eval_count)
 
@@ -130,11 +134,12 @@ def _replace(v: Verification, **changes: Any) -> Verification:
 
 
 def _same(entry: dict[str, Any], name: ModelName) -> bool:
+    from provision.errors import ProvisionError
     from provision.names import parse_name
 
     try:
-        return parse_name(str(entry.get("model") or entry.get("name"))).key == name.key
-    except Exception:  # noqa: BLE001 - a name we cannot parse is simply not this one
+        return parse_name(str(entry.get("model") or entry.get("name"))[:500]).key == name.key
+    except ProvisionError:  # a name we cannot parse is simply not this one
         return False
 
 
@@ -153,7 +158,20 @@ def check_endpoint(http: httpx.Client, model: ModelName, wire_api: str) -> Endpo
         response = http.post(path, json=body)
     except httpx.HTTPError as exc:
         return EndpointCheck(path=path, ok=False, status=None, error=str(exc))
-    if response.status_code == 200:
-        return EndpointCheck(path=path, ok=True, status=200)
-    return EndpointCheck(path=path, ok=False, status=response.status_code,
-                         error=error_text(response)[:200])
+    if response.status_code != 200:
+        return EndpointCheck(path=path, ok=False, status=response.status_code,
+                             error=error_text(response)[:200])
+    # 200 alone proves nothing (a proxy's HTML page, a login portal): it must be the API's
+    # own object, as the client will parse it.
+    expected = "response" if wire_api == "responses" else "chat.completion"
+    try:
+        answer = json_body(response)
+    except ValueError:
+        answer = None
+    kind = answer.get("object") if isinstance(answer, dict) else None
+    if kind != expected:
+        what = response.headers.get("content-type", "?").split(";")[0][:60]
+        return EndpointCheck(path=path, ok=False, status=200,
+                             error=f"answered 200 but not with a {expected} object "
+                             f"(Content-Type: {what})")
+    return EndpointCheck(path=path, ok=True, status=200)

@@ -6,14 +6,18 @@ import re
 
 RESPONSES_API_MIN_OLLAMA = (0, 13, 4)  # Ollama gained /v1/responses, which current Codex uses
 
-_NUMBERS = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+# A match starts only where a run of digits starts (the lookbehind), and each number is
+# at most 9 digits: linear in the text's length, whatever a server sends (without them a
+# run of 100,000 digits took over a minute to search).
+_NUMBERS = re.compile(r"(?<![\d.])(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?!\d)")
+MAX_TEXT = 200  # a version string is short; only its start is searched
 
 
 def parse_version(text: str | None) -> tuple[int, int, int] | None:
     """First `X.Y[.Z]` in the text, or None (dev builds report `0.0.0`: treated as newest)."""
     if not text:
         return None
-    match = _NUMBERS.search(text)
+    match = _NUMBERS.search(text[:MAX_TEXT])
     if not match:
         return None
     version = (int(match[1]), int(match[2]), int(match[3] or 0))

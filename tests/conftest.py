@@ -5,6 +5,8 @@
   stopped after the test.
 - `not_ollama`: a started `NotOllamaServer()` (nginx-like web server on the port).
 - `make_not_ollama(kind=...)`: a factory of those ("nginx", "raw", "silent").
+- `make_hostile(upstream=None)`: a factory of started `HostileServer`s (tests/hostile_server.py):
+  chosen paths misbehave, the rest is relayed to `upstream` (an Ollama double's URL).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.hostile_server import HostileServer
 from tests.ollama_server import NotOllamaServer, OllamaTestServer
 
 
@@ -50,6 +53,20 @@ def make_not_ollama() -> Iterator[Callable[..., NotOllamaServer]]:
 
     def factory(kind: str = "nginx", **kwargs: Any) -> NotOllamaServer:
         srv = NotOllamaServer(kind, **kwargs)
+        servers.append(srv)
+        return srv.start()
+
+    yield factory
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def make_hostile() -> Iterator[Callable[..., HostileServer]]:
+    servers: list[HostileServer] = []
+
+    def factory(upstream: str | None = None) -> HostileServer:
+        srv = HostileServer(upstream)
         servers.append(srv)
         return srv.start()
 

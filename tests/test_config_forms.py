@@ -115,12 +115,14 @@ def test_default_local_address_uses_the_builtin_where_it_works(release, server, 
     assert (choice.form, choice.wire_api, choice.ready) == (form, wire, ready)
 
 
-def test_unparseable_codex_version_means_newest(capsys, make_ollama, tmp_path) -> None:
+def test_an_invalid_codex_version_is_an_input_error(capsys, make_ollama, tmp_path) -> None:
     srv = make_ollama()
     home = home_with(tmp_path)
-    code, doc = _run(capsys, srv, home, "--codex-version", "banana", "m")
-    assert code == 0 and doc["codex"]["source"] == "newest" and doc["profile_style"] == "file"
-    assert any("banana" in w for w in doc["warnings"])
+    code, out, err = run_config(capsys, "--host", srv.url, "--codex-home", str(home),
+                                "--no-validate", "--codex-version", "banana", "m")
+    assert code == 2 and out == ""
+    assert "error: --codex-version 'banana' is not a Codex release like 0.169.0" in err
+    assert not list(home.iterdir())  # nothing written
 
 
 def test_releases_compare_numerically(capsys, make_ollama, tmp_path) -> None:

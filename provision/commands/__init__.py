@@ -25,26 +25,40 @@ def common_options() -> argparse.ArgumentParser:
     return parent
 
 
+# Seconds and counts beyond these are typos, and would overflow the clocks and waits
+# they are handed to (Event.wait(1e300) raises): refused as input errors.
+MAX_SECONDS = 10_000_000  # ~4 months
+MAX_COUNT = 1_000_000_000
+
+
+def _quoted(text: str) -> str:
+    return f"'{text}'" if len(text) <= 40 else f"'{text[:40]}...'"
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: '{text}'") from None
-    if not 0 <= value < float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a number from 0 up: '{text}'")
+        raise argparse.ArgumentTypeError(f"not a number: {_quoted(text)}") from None
+    if not 0 <= value <= MAX_SECONDS:  # also refuses inf and nan
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to {MAX_SECONDS:,} "
+                                         f"(seconds): {_quoted(text)}")
     return value
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `minimum`."""
+def whole_number(minimum: int, maximum: int = MAX_COUNT) -> Callable[[str], int]:
+    """An argparse type: an integer from `minimum` to `maximum`."""
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = int(text) if len(text.strip()) <= 20 else None
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}: '{text}'")
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"not a whole number: {_quoted(text)}")
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum:,}: "
+                                             f"{_quoted(text)}")
         return value
 
     return parse

@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provision.apply import ApplyOptions, StepLog, run_apply
+    from provision.apply import INTERRUPTED_TEXT, ApplyOptions, StepLog, run_apply
+    from provision.errors import EXIT_INTERRUPTED
     from provision.github import Actions
     from provision.manifest import load_manifest
     from provision.output import Output, stream_is_terminal
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         _render_rich(result, out)
     else:
         _render_plain(result, out)
+    if result.exit_code == EXIT_INTERRUPTED:
+        out.error(INTERRUPTED_TEXT)
     return result.exit_code
 
 
@@ -135,7 +138,7 @@ def _render_plain(result: Any, out: Any) -> None:
             line += f"; {'; '.join(m.notes)}"
         out.line(line)
     changed = [s.name for s in result.steps if s.changed]
-    state = "ready" if result.exit_code == 0 else "not ready"
+    state = {0: "ready", 130: "interrupted"}.get(result.exit_code, "not ready")
     what = ("would change: " if result.dry_run else "changed: ") + ", ".join(changed) \
         if changed else ("nothing to change" if result.dry_run else "nothing changed")
     out.line(f"apply: {state} ({what})")

@@ -10,6 +10,10 @@ from provision.commands import common_options, positive_float, server_and_models
 from provision.errors import EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE
 
 SCHEMA = "ollama-provision.check/1"
+# The whole command's deadline: the probe (10 s) and the model list (30 s) with some
+# slack, plus --wait, plus per model judged with --hardware (registry reads).
+DEADLINE_S = 45.0
+HARDWARE_PER_MODEL_S = 60.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,14 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from provision.http import deadline
     from provision.readiness import check_readiness
 
     out, names, address = server_and_models(args)
-    report = check_readiness(
-        address, names, wait=args.wait, min_version=args.min_version,
-        on_wait=_waiting_printer(out) if args.wait else None,
-    )
-    fits = _judge(report, address) if args.hardware and report.diagnosis is None else {}
+    seconds = DEADLINE_S + args.wait + (HARDWARE_PER_MODEL_S * len(names) if args.hardware
+                                        else 0.0)
+    with deadline(seconds, "the whole check"):
+        report = check_readiness(
+            address, names, wait=args.wait, min_version=args.min_version,
+            on_wait=_waiting_printer(out) if args.wait else None,
+        )
+        fits = _judge(report, address) if args.hardware and report.diagnosis is None else {}
     if args.json:
         document = to_json(report)
         for model in document["models"]:

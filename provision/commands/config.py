@@ -143,7 +143,8 @@ def _render(result: Any, out: Any) -> None:
     release = f"Codex {codex.version}" if codex.version else "the newest Codex"
     source = {"flag": "--codex-version", "detected": "installed", "newest": "none installed"}
     server = result.server
-    ollama = (f"Ollama {server.version}" if server.reachable else "Ollama (unreachable)")
+    ollama = (f"Ollama {server.version or '(version unknown)'}" if server.reachable
+              else "Ollama (unreachable)")
     out.info(f"for {release} ({source[codex.source]}) and {ollama} at {server.address.url}")
     form = _FORMS[result.form].format(id=result.provider_id)
     wire = f', wire_api = "{result.wire_api}"' if result.wire_api else ""

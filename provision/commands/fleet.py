@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from provision.output import Output, stream_is_terminal
 
     inventory = load_inventory(args.inventory)
+    _check_proxies(inventory)
     interactive = sys.stdin.isatty() and stream_is_terminal(sys.stderr)
     if args.sync and not args.yes and not args.dry_run and not interactive:
         raise UsageError("--sync removes models: add --yes to allow that without a prompt",
@@ -104,6 +105,18 @@ def run(args: argparse.Namespace) -> int:
         out.error(f"{len(result.failing)} of {len(result.hosts)} hosts not ready: {names}"
                   + (f" and {more} more" if more > 0 else ""))
     return result.exit_code
+
+
+def _check_proxies(inventory: Any) -> None:
+    """A proxy setting that cannot be used is an input error before any host starts (in a
+    host's thread it would be that host's failure, hundreds of times)."""
+    import os
+
+    from provision.http import proxy_for
+
+    for host in inventory.hosts:
+        if not host.address.is_loopback:
+            proxy_for(host.address.url, os.environ)
 
 
 class _Silent:
