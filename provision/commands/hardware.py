@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         address = resolve_host(args.host)
         remote = not address.is_loopback
         machine = probe_machine(disk=Disk(path="", source="remote", free=None) if remote
-                                else None)
+                                else None, server=address)
         if remote:
             out.warn(f"the server {address.url} is another machine: this report judges this "
                      "one (describe the server with --assume, or run this there)")
@@ -197,7 +197,10 @@ def machine_lines(machine: Machine) -> list[str]:
     if disk.free is not None and disk.source == "assumed":
         lines.append(f"  disk: {_gib(disk.free)} free (assumed)")
     elif disk.free is not None:
-        lines.append(f"  disk: {_gib(disk.free)} free in {disk.path} ({disk.source})")
+        from provision.models_dir import SOURCES
+
+        lines.append(f"  disk: {_gib(disk.free)} free in {disk.path} "
+                     f"({SOURCES.get(disk.source, disk.source)})")
     else:
         lines.append("  disk: unknown (" + ("remote server" if disk.source == "remote"
                                              else "not given") + ")")
