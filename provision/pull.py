@@ -203,7 +203,12 @@ _REGISTRY_NETWORK = (
     "proxyconnect", "x509", "certificate", "network is unreachable", "no route to host",
     "context deadline exceeded", "timeout awaiting response headers",
     "server gave http response to https client", "no location header",
+    "first record does not look like a tls handshake",
 )
+# What a plain-HTTP registry pulled over HTTPS gives: Ollama 0.12 (Go's HTTP client), and
+# 0.30+ (its TLS layer, which now sees the HTTP answer first).
+_PLAIN_HTTP_REGISTRY = ("server gave http response to https client",
+                        "first record does not look like a tls handshake")
 
 
 def classify_server_error(
@@ -263,7 +268,7 @@ def classify_server_error(
 
 def _registry_unreachable(text: str, low: str, name: ModelName, *,
                           downloading: bool) -> PullError:
-    if "server gave http response to https client" in low:
+    if any(s in low for s in _PLAIN_HTTP_REGISTRY):
         hint = "the registry speaks plain HTTP: add --insecure"
     elif "no location header" in low:
         hint = ("this Ollama server expects the registry to redirect blob downloads to a "

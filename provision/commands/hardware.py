@@ -164,7 +164,13 @@ def _model_json(m: ModelReport) -> dict[str, Any]:
 def _gib(n: int | None) -> str:
     if n is None:
         return "?"
-    return f"{n / GIB:.1f} GiB" if abs(n) >= GIB / 10 else f"{n / (1 << 20):.0f} MiB"
+    if abs(n) >= GIB / 10:
+        return f"{n / GIB:.1f} GiB"
+    if abs(n) >= 10 << 20:
+        return f"{n / (1 << 20):.0f} MiB"
+    if abs(n) >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / 1024:.0f} KiB"
 
 
 def machine_lines(machine: Machine) -> list[str]:
@@ -233,11 +239,12 @@ def _details(m: ModelReport) -> list[str]:
         return []
     fit, needs = m.fit, m.needs
     assert needs is not None
+    compute = "compute" if fit.settings.engine == "llama-server" else "graph"
     lines = [f"  {m.name}: weights {_gib(fit.weights)} + KV cache {_gib(fit.kv_cache)} "
              f"({fit.settings.num_ctx} x {fit.settings.parallel}, {fit.settings.kv_type}) + "
-             f"graph {_gib(fit.graph)}"
-             + (f" + GPU minimum {_gib(fit.gpu_overhead)}" if fit.gpu_overhead else "")
-             + f"; context from {fit.settings.num_ctx_source}"]
+             f"{compute} {_gib(fit.graph)}"
+             + (f" + GPU minimum {_gib(fit.gpu_overhead)}" if fit.gpu_overhead else ""),
+             f"    context from {fit.settings.num_ctx_source}"]
     if fit.placements:
         lines.append("    on GPU: " + ", ".join(f"gpu{p.gpu} {p.layers} layers {_gib(p.vram)}"
                                                   for p in fit.placements)

@@ -296,3 +296,39 @@ def servers(dist: Path, root: Path, count: int, *, with_tiny: bool = True,
     finally:
         for srv in started:
             srv.stop()
+
+
+def create_from_gguf(srv: RealOllama, name: str, gguf_path: Path, *,
+                     parameters: dict[str, Any] | None = None) -> str:
+    """Create model `name` on `srv` from a GGUF file, as `ollama create` does: the blob
+    goes into the server's store (linked there, not sent over HTTP: it may be GBs), then
+    /api/create names it. Returns the blob's digest."""
+    from tests.integration.synthetic_gguf import sha256_file
+
+    digest = sha256_file(gguf_path)
+    blob = srv.models / "blobs" / digest.replace(":", "-")
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    if not blob.exists():
+        _link_or_copy(gguf_path, blob)
+    body: dict[str, Any] = {"model": name, "files": {gguf_path.name: digest}, "stream": False}
+    if parameters:
+        body["parameters"] = parameters
+    answer = srv.api("/api/create", body, timeout=600)
+    if not isinstance(answer, dict) or answer.get("status") != "success":
+        raise RuntimeError(f"create {name}: {answer}")
+    return digest
+
+
+def load(srv: RealOllama, name: str, num_ctx: int) -> dict[str, Any]:
+    """Load `name` at `num_ctx` (no generation) and return its /api/ps entry."""
+    srv.api("/api/generate", {"model": name, "prompt": "", "stream": False,
+                              "options": {"num_ctx": num_ctx}}, timeout=600)
+    return next(m for m in srv.loaded() if m["name"].startswith(name))
+
+
+def unload(srv: RealOllama, name: str) -> None:
+    srv.api("/api/generate", {"model": name, "keep_alive": 0, "stream": False}, timeout=120)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(m["name"].startswith(name)
+                                              for m in srv.loaded()):
+        time.sleep(0.1)
