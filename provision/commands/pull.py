@@ -141,8 +141,9 @@ def _pull(out: Output, address: ServerAddress, names: list[ModelName], options: 
         if outcome.status == "failed" and outcome.error is not None:
             out.error(f"{outcome.name.short}: {outcome.error.message}", outcome.error.hint)
     if interrupted:
-        out.error("interrupted: run the same command again to resume; the server keeps "
-                  "what was downloaded")
+        # As Ollama does: a download no client waits for stops, its parts stay on disk.
+        out.error("interrupted: the server stopped downloading and keeps what it has",
+                  "run the same command again to resume where it stopped")
     return exit_code
 
 
