@@ -1827,7 +1827,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ApiError(400, "invalid model name") from None
         inst = d._get_installed(name)
         if inst is None:
-            raise _ApiError(404, f"model '{raw}' not found")
+            raise _ApiError(404, f"model '{name.short if d.llama_server else raw}' not found")
         self.send_json(200, d._show(inst, verbose=bool(req.get("verbose"))))
 
     # ---- Ollama: pull / push ----------------------------------------------------------------
@@ -1902,7 +1902,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._stream_or_single(events(), req)
 
     # ---- Ollama: generate / chat / embed -------------------------------------------------
-    def _model_for_run(self, req: dict[str, Any]) -> tuple[str, _Installed]:
+    def _model_for_run(self, req: dict[str, Any], *,
+                       embed: bool = False) -> tuple[str, _Installed]:
         raw = req.get("model") or ""
         if not raw:
             raise _ApiError(400, "model is required")
@@ -1911,6 +1912,9 @@ class _Handler(BaseHTTPRequestHandler):
         except UsageError:
             raise _ApiError(404, f"model '{raw}' not found") from None
         inst = self.d._get_installed(name)
+        if inst is None and self.d.llama_server:  # the texts of a real 0.32.15
+            raise _ApiError(404, f"model {json.dumps(raw)} not found, try pulling it first"
+                            if embed else f"model '{raw}' not found")
         if inst is None:
             raise _ApiError(404, f"model '{raw}' not found, try pulling it first")
         return raw, inst
@@ -2012,7 +2016,7 @@ class _Handler(BaseHTTPRequestHandler):
     def api_embed(self) -> None:
         d = self.d
         req = self._json()
-        raw, inst = self._model_for_run(req)
+        raw, inst = self._model_for_run(req, embed=True)
         if d.llama_server and "embedding" not in d._caps(inst):
             # 0.30+: llama-server runs a completion model without --embeddings.
             raise _ApiError(501, "This server does not support embeddings. Start it with "
@@ -2030,7 +2034,7 @@ class _Handler(BaseHTTPRequestHandler):
     def api_embeddings(self) -> None:
         d = self.d
         req = self._json()
-        _, inst = self._model_for_run(req)
+        _, inst = self._model_for_run(req, embed=True)
         d._load(inst, req.get("options") or {}, req.get("keep_alive"))
         vector = d._embedding(str(req.get("prompt") or ""), inst.source.embedding_length)
         self.send_json(200, {"embedding": [float(x) for x in vector]})
@@ -2095,11 +2099,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def v1_model(self, raw: str) -> None:
         try:
-            inst = self.d._get_installed(parse_name(raw))
+            name: ModelName | None = parse_name(raw)
         except UsageError:
-            inst = None
+            name = None
+        inst = self.d._get_installed(name) if name is not None else None
         if inst is None:
-            self._openai_error(404, f"model '{raw}' not found")
+            shown = name.short if name is not None and self.d.llama_server else raw
+            self._openai_error(404, f"model '{shown}' not found")
             return
         self.send_json(200, {"id": raw, "object": "model", "created": inst.modified_ns // 10**9,
                              "owned_by": inst.name.namespace}, ctype=PLAIN_JSON_CT)
@@ -2135,16 +2141,19 @@ class _Handler(BaseHTTPRequestHandler):
         finish = "length" if plan["done_reason"] == "length" else "stop"
         if req.get("stream"):
             self.start_stream("text/event-stream")
-            for text in plan["tokens"]:
+            new = self.d.llama_server  # 0.30+: as a real 0.32.15 streams
+            for i, text in enumerate(plan["tokens"]):
+                delta = {"content": text} if new and i else {"role": "assistant",
+                                                             "content": text}
                 self._sse(go_json({
                     "id": ident, "object": "chat.completion.chunk", "created": created,
                     "model": raw, "system_fingerprint": "fp_ollama",
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
-                                 "finish_reason": None}]}))
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             self._sse(go_json({
                 "id": ident, "object": "chat.completion.chunk", "created": created,
                 "model": raw, "system_fingerprint": "fp_ollama",
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                "choices": [{"index": 0, "delta": {} if new else {"role": "assistant",
+                                                                  "content": ""},
                              "finish_reason": finish}]}))
             self._sse("[DONE]")
             self.end_stream()
