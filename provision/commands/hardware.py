@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--offline", action="store_true",
                         help="do not ask the registry: models not installed get a rough "
                         "estimate from their tag")
+    parser.add_argument("--insecure", action="store_true",
+                        help="the registry in a model name speaks plain HTTP")
     parser.add_argument("--full-header", action="store_true",
                         help="read whole GGUF headers (several MiB each) for exact per-layer "
                         "sizes instead of stopping at 4 MiB")
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         out.warn(note)
     report = assess(names, machine, address=address, num_ctx=args.num_ctx,
                     require=args.require, server_version=version, offline=args.offline,
+                    insecure=args.insecure,
                     header_budget=(1 << 30) if args.full_header else None)
     if args.json:
         out.emit_json(to_json(report))

@@ -189,3 +189,17 @@ def test_shared_models_are_not_touched(real_server) -> None:
     """The server writes into its own copy, never into ../shared."""
     shared = Path(real_server.models)
     assert "shared" not in shared.parts[-3:]
+
+
+def test_hardware_of_a_model_in_a_plain_http_registry(empty_server, tiny_ref,
+                                                      user_env) -> None:
+    env = env_for(user_env, empty_server)
+    empty_server.delete(tiny_ref)
+    refused = run_cli(env, "hardware", tiny_ref)
+    assert refused.returncode == 1
+    assert "--insecure uses plain HTTP for a self-hosted registry" in refused.stderr
+    result = run_cli(env, "hardware", "--json", "--insecure", "--num-ctx", "2048", tiny_ref)
+    assert result.returncode == 0, result.stderr
+    (model,) = json.loads(result.stdout)["models"]
+    assert model["source"] == "registry" and model["download"] == 254764
+    assert model["verdict"] == "cpu"
