@@ -360,11 +360,17 @@ class TerminalReporter:
         if outcome.ok and outcome.status != PRESENT and model is not None and model.total:
             done = model.total
             speed = outcome.downloaded / outcome.duration if outcome.duration > 0 else 0
-            width = max(8, min(BAR_WIDTH, self.console.width - 62))
-            line = bar_line(name, done, model.total, 0, width=width, finished=True)
-            line += f"  {format_duration(outcome.duration)}"
+            tail = f"  {format_duration(outcome.duration)}"
             if speed:
-                line += f"  {human_bytes(speed)}/s"
+                tail += f"  {human_bytes(speed)}/s"
+            # The bar gets what the name and the figures leave of the line ("✓ " first).
+            room = self.console.width - 2 - len(bar_line(name, done, model.total, 0, width=0,
+                                                         finished=True) + tail)
+            if room >= 8:
+                line = bar_line(name, done, model.total, 0, width=min(BAR_WIDTH, room),
+                                finished=True) + tail
+            else:  # a long name: no bar, the line must not wrap
+                line = f"{name}: {outcome_text(outcome)}"
             self._print("[green]✓[/] ", line)
         elif outcome.ok:
             self._print("[green]✓[/] ", f"{name}: {outcome_text(outcome)}")
