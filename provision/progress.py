@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from provision.output import human_bytes
 from provision.pull import (
@@ -401,8 +401,11 @@ class TerminalReporter:
 
 
 def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
-                  console: Console | None = None) -> PlainReporter | TerminalReporter | None:
-    """The reporter for this output: None when quiet."""
+                  console: Console | None = None, kinds: tuple[type, type] | None = None
+                  ) -> Any:
+    """The reporter for this output: None when quiet. `kinds`: other (plain, terminal)
+    reporter classes taking the same arguments (bundle transfers have their own)."""
+    plain, live = kinds or (PlainReporter, TerminalReporter)
     if quiet:
         return None
     if terminal:
@@ -410,8 +413,8 @@ def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
             from rich.console import Console
 
             console = Console(file=stream, force_terminal=True, highlight=False)
-        return TerminalReporter(console)
-    return PlainReporter(stream)
+        return live(console)
+    return plain(stream)
 
 
 __all__ = ["PlainReporter", "TerminalReporter", "make_reporter", "outcome_text",

@@ -1,0 +1,57 @@
+"""The two ways a long operation shows itself: a live view redrawn on a terminal, and
+whole lines written to a log from any thread.
+
+(`progress.py` and `fleet_view.py` still carry their own copies of both; they can
+inherit these when those modules are next reworked.)
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+
+
+class LiveView:
+    """`with view:` shows `view.__rich__()` on `view.console`, redrawn at most
+    `refresh_per_second` times; transient: what matters is printed as lines meanwhile."""
+
+    console: Console
+    refresh_per_second: float = 10.0
+    _live: Live | None = None
+
+    def __enter__(self) -> LiveView:
+        from rich.live import Live
+
+        self._live = Live(self, console=self.console, auto_refresh=True,
+                          refresh_per_second=self.refresh_per_second, transient=True,
+                          redirect_stdout=False, redirect_stderr=False)
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+class LineLog:
+    """Whole lines to a stream, one writer at a time, flushed (a log read live)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> LineLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def write_line(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
