@@ -203,11 +203,12 @@ class RealRegistry:
         return f"{self.host}/library/{model}"
 
     def blob_gets(self) -> int:
-        """Blob downloads the registry served (its proxy's request log)."""
+        """Blob downloads asked of the registry: its proxy logs the redirect that answers
+        each one first (not the redirected request itself)."""
         log = self.state / "run" / "proxy.log"
         text = log.read_text(errors="replace") if log.exists() else ""
-        return sum(1 for x in text.splitlines() if '"GET /v2/' in x and "/blobs/" in x
-                   and "direct=1" in x)
+        return sum(1 for x in text.splitlines()
+                   if '"GET /v2/' in x and "/blobs/" in x and x.endswith(" 307 -"))
 
     def stop(self) -> None:
         subprocess.run(["bash", str(SHARED / "registry" / "stop.sh"), str(self.state)],
@@ -247,6 +248,15 @@ def synthetic_gguf(path: Path, extra_bytes: int, seed: int) -> Path:
     writer.write_ti_data_to_file()
     for tensor in reader.tensors:
         writer.write_tensor_data(tensor.data)
-    writer.write_tensor_data(np.full((count,), seed, dtype=np.float16))
+    # The padding tensor in 1 MiB pieces (a model of several GB is never in memory).
+    out = writer.fout[0]
+    writer.tensors[0].pop("pad.weight")
+    writer.write_padding(out, out.tell())
+    piece = np.full((1 << 19,), seed, dtype=np.float16).tobytes()
+    left = count * 2
+    while left > 0:
+        out.write(piece[:left])
+        left -= len(piece)
+    writer.write_padding(out, count * 2)
     writer.close()
     return path

@@ -222,6 +222,45 @@ def test_no_registry_is_needed_on_the_server_side(published, servers, tmp_path) 
     assert server.generate(name)["done"] is True
 
 
+def test_a_model_with_other_weights_is_replaced_unless_told_not_to(published, servers,
+                                                                   tmp_path) -> None:
+    """A republished tag: the server's `tiny` has the old weights, the bundle the new."""
+    republished = tmp_path / "tiny-v2.gguf"
+    data = bytearray((SHARED / "tiny.gguf").read_bytes())
+    data[-64:] = bytes(64)  # other tensor data, same model
+    republished.write_bytes(bytes(data))
+    modelfile = (SHARED / "Modelfile").read_text().replace("FROM ./tiny.gguf",
+                                                           f"FROM {republished}")
+    (tmp_path / "Modelfile").write_text(modelfile)
+    published.seed.cli("create", "tiny-v2", "-f", str(tmp_path / "Modelfile"))
+    registry = RealRegistry(tmp_path / "registry")
+    try:
+        publish(published.seed, registry, "tiny-v2", "tiny:latest")
+        done = cli("bundle", "create", "tiny", "-o", str(tmp_path / "v2.tar"),
+                   env={"OLLAMA_PROVISION_REGISTRY": f"http://{registry.host}"})
+        assert done.returncode == 0, done.stderr
+    finally:
+        registry.stop()
+    new_weights = weights_of(published.seed.show("tiny-v2"))
+    server = servers(seed=True)
+    old_weights = weights_of(server.show("tiny"))
+    assert old_weights != new_weights
+
+    code, doc, err = cli_json("bundle", "push", str(tmp_path / "v2.tar"), "--no-upgrade",
+                              "--host", server.url)
+    assert code == 0, err
+    assert (doc["models"][0]["status"], doc["models"][0]["stale"]) == ("present", True)
+    assert weights_of(server.show("tiny")) == old_weights
+
+    code, doc, err = cli_json("bundle", "push", str(tmp_path / "v2.tar"), "--host",
+                              server.url)
+    assert code == 0, err
+    assert doc["models"][0]["status"] == "updated"
+    assert doc["models"][0]["weights"] == new_weights == weights_of(server.show("tiny"))
+    assert list(server.tags()) == ["tiny:latest"]
+    assert server.generate("tiny")["done"] is True
+
+
 def test_the_same_models_give_the_same_bytes_and_the_registry_env_is_honoured(
         published, servers, tmp_path) -> None:
     env = {"OLLAMA_PROVISION_REGISTRY": f"http://{published.registry.host}"}

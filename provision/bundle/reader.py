@@ -110,10 +110,8 @@ class BundleReader:
         wanted = list(names)
         if not wanted:
             return list(self.index.models)
-        found, missing = [], []
-        for name in wanted:
-            model = self.index.find(name)
-            (found if model is not None else missing).append(model or name)
+        found = [m for m in map(self.index.find, wanted) if m is not None]
+        missing = [n for n in wanted if self.index.find(n) is None]
         if missing:
             have = ", ".join(m.name.short for m in self.index.models) or "nothing"
             raise BundleError(

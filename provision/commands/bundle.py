@@ -171,8 +171,9 @@ def run_create(args: argparse.Namespace) -> int:
             result_: CreateResult = create_bundle(names, source, args.output, force=args.force,
                                                   reporter=reporter)
     except KeyboardInterrupt:
-        out.error(f"interrupted: run the same command again to resume "
-                  f"({args.output.name}.partial is kept)")
+        partial = args.output.with_name(args.output.name + ".partial")
+        out.error(f"interrupted: run the same command again to resume ({partial.name} is "
+                  "kept)" if partial.exists() else "interrupted: nothing was written")
         return EXIT_INTERRUPTED
     except ProvisionError as exc:
         if out.json_mode:
@@ -283,7 +284,7 @@ def run_verify(args: argparse.Namespace) -> int:
     out = _output(args)
     reader = BundleReader(args.file)
     reporter = _reporter(out)
-    total = reader.index.blob_bytes + sum(m.manifest_size for m in reader.index.models)
+    total = sum(m.size for m in reader.members)
     label = args.file.name
     done = [0]
 
