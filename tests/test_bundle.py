@@ -84,13 +84,10 @@ def published(ollama_binary: Path, tmp_path_factory: pytest.TempPathFactory
         registry = RealRegistry(root / "registry")
     except Unavailable as exc:
         unavailable(str(exc))
-    _copy_models(root / "seed" / "models")
+    seed = None
     try:
+        _copy_models(root / "seed" / "models")
         seed = RealOllama(ollama_binary, root / "seed")
-    except Unavailable as exc:
-        registry.stop()
-        unavailable(str(exc))
-    try:
         # made from the GGUF file, as registry models are (one made FROM another model
         # carries `from` notes in its manifest that no create request can reproduce)
         modelfile = (SHARED / "Modelfile").read_text().replace(
@@ -102,8 +99,11 @@ def published(ollama_binary: Path, tmp_path_factory: pytest.TempPathFactory
             registry=registry, seed=seed, root=root,
             tiny=publish(seed, registry, "tiny", "tiny:latest"),
             tiny_sys=publish(seed, registry, "tiny-sys", "tiny:sys"))
+    except Unavailable as exc:
+        unavailable(str(exc))
     finally:
-        seed.stop()
+        if seed is not None:
+            seed.stop()
         registry.stop()
 
 
@@ -365,8 +365,20 @@ def test_bad_bundles_fail_in_one_line_and_leave_nothing(published, servers, tmp_
 
 
 def test_a_model_the_server_cannot_load_is_reported_and_not_left(servers, tmp_path) -> None:
-    pytest.importorskip("gguf", reason="the gguf package writes the test's model file")
-    bundle = _bundle_of_unknown_architecture(tmp_path)
+    gguf = pytest.importorskip("gguf", reason="the gguf package writes the test's model")
+    import numpy as np
+
+    # a GGUF of an architecture this Ollama does not know: what a bundle made for a
+    # newer Ollama looks like to an older one
+    path = tmp_path / "future.gguf"
+    writer = gguf.GGUFWriter(str(path), "futurearch")
+    writer.add_block_count(1)
+    writer.add_tensor("blk.0.weight", np.ones((16, 16), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    bundle = _handmade_bundle(tmp_path, "future", path.read_bytes(), {"model_family": "x"})
     server = servers(seed=True)
     code, doc, err = cli_json("bundle", "push", str(bundle), "--host", server.url)
     assert code == 1
@@ -380,37 +392,38 @@ def test_a_model_the_server_cannot_load_is_reported_and_not_left(servers, tmp_pa
     assert server.generate("tiny")["done"] is True
 
 
-def _bundle_of_unknown_architecture(tmp_path: Path) -> Path:
-    """A bundle (written with the bundle writer) of a GGUF whose architecture this
-    Ollama does not know: what a bundle made for a newer Ollama looks like to it."""
-    import gguf
-    import numpy as np
+def test_a_model_for_a_newer_ollama_is_refused_before_any_upload(servers, tmp_path) -> None:
+    weights = next(p for p in (SHARED / "models" / "blobs").iterdir()
+                   if p.stat().st_size > 100_000)
+    bundle = _handmade_bundle(tmp_path, "newer", weights.read_bytes(),
+                              {"model_family": "llama", "requires": "99.1.0"})
+    server = servers()
+    code, doc, err = cli_json("bundle", "push", str(bundle), "--host", server.url)
+    assert code == 1
+    assert doc["models"][0]["error"]["kind"] == "server-too-old"
+    assert one_error(err) == ("error: newer:latest: needs Ollama 99.1.0 or newer; the "
+                              "server runs 0.32.15")
+    assert server.blob_files() == [] and server.tags() == {}
 
+
+def _handmade_bundle(tmp_path: Path, model: str, weights: bytes, config: dict) -> Path:
+    """A bundle written with the bundle writer from a GGUF and a config made here."""
     from provision.bundle.format import build_index, manifest_member
     from provision.bundle.writer import BundleWriter
     from provision.names import parse_name
 
-    path = tmp_path / "future.gguf"
-    writer = gguf.GGUFWriter(str(path), "futurearch")
-    writer.add_block_count(1)
-    writer.add_tensor("blk.0.weight", np.ones((16, 16), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    blobs = {"model": path.read_bytes(), "params": b'{"num_predict":8}\n',
-             "config": json.dumps({"model_format": "gguf", "model_family": "futurearch",
-                                   "model_type": "256", "file_type": "F32"}).encode()}
+    blobs = {"model": weights, "params": b'{"num_predict":8}\n',
+             "config": json.dumps({"model_format": "gguf", **config}).encode()}
     layer = {k: {"mediaType": "application/vnd.ollama.image." + k,
                  "digest": "sha256:" + hashlib.sha256(v).hexdigest(), "size": len(v)}
              for k, v in blobs.items()}
     layer["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json"
     raw = json.dumps({"schemaVersion": 2, "config": layer["config"],
                       "layers": [layer["model"], layer["params"]]}).encode()
-    name = parse_name("future")
+    name = parse_name(model)
     index = build_index([(name, raw, [(layer[k]["digest"], layer[k]["size"])
                                       for k in ("config", "model", "params")])])
-    out = BundleWriter(tmp_path / "future.tar", index, {manifest_member(name): raw})
+    out = BundleWriter(tmp_path / f"{model}.tar", index, {manifest_member(name): raw})
     out.start()
     by_digest = {layer[k]["digest"]: v for k, v in blobs.items()}
     for blob in index.blobs:
@@ -418,7 +431,20 @@ def _bundle_of_unknown_architecture(tmp_path: Path) -> Path:
         sink.write(by_digest[blob.digest])
         sink.finish()
     out.finish()
-    return tmp_path / "future.tar"
+    return tmp_path / f"{model}.tar"
+
+
+def _small_filesystem(path: Path) -> list[str]:
+    """A command prefix that runs a command with a 128 KiB file system mounted at `path`
+    (a mount namespace of its own: no root needed where user namespaces are allowed)."""
+    path.mkdir()
+    mount = f"mount -t tmpfs -o size=128k tmpfs {path}"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"{mount} && echo ok"],
+                           capture_output=True, text=True)
+    if probe.stdout.strip() != "ok":
+        pytest.skip(f"cannot mount a small file system here (unshare -rm: "
+                    f"{probe.stderr.strip()[:80]})")
+    return ["unshare", "-rm", "sh", "-c", f'{mount} && mkdir {path}/models && exec "$@"', "sh"]
 
 
 def test_a_full_disk_on_the_server_is_named_and_nothing_is_left(published, servers,
@@ -426,18 +452,8 @@ def test_a_full_disk_on_the_server_is_named_and_nothing_is_left(published, serve
     bundle = tmp_path / "b.tar"
     assert cli("bundle", "create", published.tiny, "--insecure", "-o",
                str(bundle)).returncode == 0
-    small = tmp_path / "small"  # a 128 KiB file system: tiny's weights are 253 KB
-    small.mkdir()
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c",
-                            f"mount -t tmpfs -o size=128k tmpfs {small} && echo ok"],
-                           capture_output=True, text=True)
-    if probe.stdout.strip() != "ok":
-        pytest.skip("cannot mount a small file system here (unshare -rm: "
-                    f"{probe.stderr.strip()[:80]})")
-    server = servers(models=small / "models", prefix=[
-        "unshare", "-rm", "sh", "-c",
-        f'mount -t tmpfs -o size=128k tmpfs {small} && mkdir {small}/models && exec "$@"',
-        "sh"])
+    small = tmp_path / "small"  # tiny's weights are 253 KB
+    server = servers(models=small / "models", prefix=_small_filesystem(small))
     code, doc, err = cli_json("bundle", "push", str(bundle), "--host", server.url)
     assert code == 1
     model = doc["models"][0]
@@ -447,6 +463,18 @@ def test_a_full_disk_on_the_server_is_named_and_nothing_is_left(published, serve
                                      f"is full at {small}/models/blobs")
     assert server.tags() == {}
     assert server.blob_files() == []
+
+
+def test_a_bundle_the_disk_cannot_hold_is_refused_before_downloading(published,
+                                                                     tmp_path) -> None:
+    small = tmp_path / "small"
+    done = subprocess.run(
+        [*_small_filesystem(small), sys.executable, "-m", "provision", "bundle", "create",
+         published.tiny, "--insecure", "-o", str(small / "b.tar")],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert one_error(done.stderr).startswith(f"error: not enough disk space at {small}: "
+                                             "the bundle needs 266.2 KB more, ")
 
 
 # --- interruptions: nothing is fetched or sent twice ------------------------------------

@@ -302,14 +302,14 @@ def test_a_terminal_shows_bars_within_80_columns() -> None:
     console = Console(file=buffer, force_terminal=True, width=80, color_system=None)
     reporter = TerminalReporter(console)
     with reporter:
-        reporter.handle(ModelStarted("qwen2.5-coder:14b", UPLOAD, 4_700_000_000))
+        reporter.handle(ModelStarted("qwen2.5-coder:14b", UPLOAD, 9_400_000_000))
         reporter.handle(BlobProgress("qwen2.5-coder:14b", "sha256:" + "ab" * 32,
                                      4_700_000_000, 2_100_000_000))
         console.print(reporter)  # one frame, as the live display draws it
         _upload_events(reporter)
     lines = [x for x in re.split(r"[\r\n]", ANSI.sub("", buffer.getvalue())) if x.strip()]
     assert any(re.search(r"ababababab.. +44% ▕[█ ]+▏ 2\.1/4\.7 GB", x) for x in lines)
-    assert any(re.search(r"total +44% ▕", x) for x in lines)
+    assert any(re.search(r"total +22% ▕[█ ]+▏ 2\.1/9\.4 GB", x) for x in lines)
     assert "✓ 127.0.0.1:5000/library/qwen2.5-coder:14b: created: 4.7 GB sent (85.0 MB/s)" \
         in lines
     assert max(len(x) for x in lines) <= 80

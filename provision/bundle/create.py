@@ -86,6 +86,11 @@ def create_bundle(names: list[ModelName], source: Source, path: Path, *,
                                         f"bundled ({human_bytes(sizes[model.name.key])})"))
         report.handle(StepChanged("", f"writing {path.name}", slow=True))
         writer.finish()
+    except OSError as exc:  # the disk filled up, the folder is read-only, ...
+        raise ProvisionError(f"cannot write {writer.partial}: {exc.strerror or exc}",
+                             exit_code=EXIT_NOT_READY,
+                             hint="run the same command again once that is fixed: it "
+                             "continues where it stopped") from None
     finally:
         writer.close()
     return CreateResult(path=path, status=CREATED, index=index, size=writer.size,

@@ -34,7 +34,8 @@ class BlobProgress:
     model: str
     digest: str
     total: int  # the blob's size
-    done: int  # where the blob stands: bytes in place (never goes backwards in one run)
+    done: int  # where the blob stands: bytes in place (back to 0 only when a download
+    # did not match its digest and starts over; reporters show the furthest point)
     start: int = 0  # where this run took it up (a resumed blob starts past 0)
 
 

@@ -179,10 +179,13 @@ class TerminalReporter(LiveView):
             head.append(f"  {model.step or model.action}{_elapsed(now - model.step_t)}",
                         style="dim")
             lines.append(head)
-            if model.blob and model.blob_done < model.blob_total:
+            in_flight = model.blob and model.blob_done < model.blob_total
+            if in_flight:
                 lines.append(Text(bar_line(f"  {_short(model.blob)}", model.blob_done,
                                            model.blob_total, model.speed, width=width)))
-            if model.total:
+            # a total that is this one blob would say the same again
+            if model.total and not (in_flight and model.total == model.blob_total
+                                    and not model.blob_start):
                 lines.append(Text(bar_line(f"  {'total':<12}", model.moved, model.total,
                                            model.speed, width=width), style="bold"))
         if not lines and self.step:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from provision.bundle.events import (
     UPLOAD,
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from provision.host import ServerAddress
     from provision.names import ModelName
     from provision.registry import Layer, Manifest
+
+T = TypeVar("T")
 
 # Outcome statuses (stable: part of the `--json` schema).
 CREATED = "created"  # was missing, now made from the bundle
@@ -325,7 +327,7 @@ class _Push:
                        weights=after.weights, manifest_digest=tagged, same_manifest=same,
                        notes=tuple(notes))
 
-    def _call(self, request: Callable[[], object], name: ModelName) -> object:
+    def _call(self, request: Callable[[], T], name: ModelName) -> T:
         """A short request, retried on connection trouble; a failure fails the model."""
         transfer = self.options.transfer
         failures = 0

@@ -122,15 +122,21 @@ class BundleReader:
 
     # --- members ----------------------------------------------------------------------
 
+    def unreadable(self, exc: OSError) -> BundleError:
+        return BundleError(f"cannot read {self.path}: {exc.strerror or exc}")
+
     def _open_member(self, name: str) -> tuple[BinaryIO, Member]:
         member = self._by_name[name]
-        handle = self.path.open("rb")
+        try:
+            handle = self.path.open("rb")
+        except OSError as exc:
+            raise self.unreadable(exc) from None
         try:
             handle.seek(member.offset)
             header = handle.read(len(member.header))
-        except OSError:
+        except OSError as exc:
             handle.close()
-            raise
+            raise self.unreadable(exc) from None
         if header != member.header:
             handle.close()
             if len(header) < len(member.header):
@@ -145,7 +151,10 @@ class BundleReader:
             if member.size > limit:
                 raise BundleError(f"{self.path}: {name} is {member.size:,} bytes, more than "
                                   f"the {limit:,} a member of its kind may have")
-            data = handle.read(member.size)
+            try:
+                data = handle.read(member.size)
+            except OSError as exc:
+                raise self.unreadable(exc) from None
         if len(data) < member.size:
             raise self.truncated_error()
         return data
@@ -187,7 +196,10 @@ class BundleReader:
             left = member.size
             held = b""
             while left > 0:
-                data = handle.read(min(chunk, left))
+                try:
+                    data = handle.read(min(chunk, left))
+                except OSError as exc:
+                    raise self.unreadable(exc) from None
                 if not data:
                     raise self.truncated_error()
                 digest.update(data)
@@ -204,6 +216,12 @@ class BundleReader:
 
     def verify(self, on_bytes: Callable[[int], None] | None = None) -> VerifyResult:
         """Read everything once, in file order: every header, every digest, the end."""
+        try:
+            return self._verify(on_bytes)
+        except OSError as exc:
+            raise self.unreadable(exc) from None
+
+    def _verify(self, on_bytes: Callable[[int], None] | None) -> VerifyResult:
         problems: list[str] = []
         checked = 0
         manifests = {m.member: m for m in self.index.models}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,7 +168,7 @@ def run_create(args: argparse.Namespace) -> int:
         source = RegistrySource(RegistryClient(insecure=args.insecure), transfer)
     reporter = _reporter(out)
     try:
-        with reporter if reporter is not None else _nothing():
+        with reporter if reporter is not None else nullcontext():
             result_: CreateResult = create_bundle(names, source, args.output, force=args.force,
                                                   reporter=reporter)
     except KeyboardInterrupt:
@@ -213,14 +214,6 @@ def _create_json(result: CreateResult) -> dict[str, Any]:
                    for m in result.index.models],
         "blobs": [{"digest": b.digest, "size": b.size} for b in result.index.blobs],
     }
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # --- inspect ------------------------------------------------------------------------------
@@ -294,7 +287,7 @@ def run_verify(args: argparse.Namespace) -> int:
             reporter.handle(BlobProgress(label, "bundle", total, done[0]))
 
     try:
-        with reporter if reporter is not None else _nothing():
+        with reporter if reporter is not None else nullcontext():
             if reporter is not None:
                 reporter.handle(ModelStarted(label, CHECK, total))
             result = reader.verify(progress)
@@ -361,7 +354,7 @@ def run_push(args: argparse.Namespace) -> int:
     reporter = _reporter(out)
     interrupted = False
     try:
-        with reporter if reporter is not None else _nothing():
+        with reporter if reporter is not None else nullcontext():
             outcomes = provision_from_bundle(reader, address, names, options=options,
                                              reporter=reporter)
     except PushInterrupted as stop:
