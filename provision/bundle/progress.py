@@ -20,7 +20,7 @@ from provision.bundle.events import (
 )
 from provision.live import LineLog, LiveView
 from provision.output import human_bytes
-from provision.progress import BAR_WIDTH, bar_line, format_duration, format_sizes
+from provision.progress import BAR_WIDTH, bar_line, format_duration, progress_line
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -81,7 +81,6 @@ class PlainReporter(LineLog):
         self.steps = max(1, round(1 / step))
         self.clock = clock
         self.models: dict[str, _Model] = {}
-        self._write = self.write_line
 
     def handle(self, event: BundleEvent) -> None:
         if type(event) is BlobProgress:
@@ -113,12 +112,7 @@ class PlainReporter(LineLog):
             return
         dt = now - model.line_t
         speed = (model.moved - model.line_moved) / dt if dt > 0 else 0.0
-        text = (f"{model.name}: {model.moved * 100 // model.total}% "
-                f"({format_sizes(model.moved, model.total)}")
-        if speed > 0 and model.moved < model.total:
-            text += (f", {human_bytes(speed)}/s, "
-                     f"{format_duration((model.total - model.moved) / speed)} left")
-        self._write(text + ")")
+        self._write(progress_line(model.name, model.moved, model.total, speed))
         model.decile = max(model.decile, decile)
         model.line_t, model.line_moved = now, model.moved
 
