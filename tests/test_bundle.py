@@ -11,14 +11,17 @@ turns that into a failure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -322,6 +325,77 @@ def test_inspect_and_verify_name_models_sizes_and_digests(published, tmp_path) -
     assert "truncated: 200,000 of" in one_error(done.stderr)
     done = cli("bundle", "inspect", str(cut))
     assert done.returncode == 1 and "is truncated" in one_error(done.stderr)
+
+
+class CuttingProxy:
+    """A TCP relay to a server that cuts the first blob upload through it after `cut`
+    bytes of its body, as a flaky network would; everything else passes."""
+
+    def __init__(self, upstream_port: int, cut: int) -> None:
+        self.upstream_port, self.cut, self.cuts = upstream_port, cut, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False),
+                             daemon=True).start()
+
+    def _pump(self, source, target, watch: bool) -> None:
+        seen, body = b"", -1
+        try:
+            while data := source.recv(65536):
+                if watch and body < 0:
+                    seen = (seen + data)[-65536:]
+                    if b"POST /api/blobs/" in seen:
+                        body = 0
+                elif watch:
+                    body += len(data)
+                    with self._lock:
+                        if body > self.cut and self.cuts == 0:
+                            self.cuts += 1
+                            raise ConnectionResetError("cut")
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):  # shutdown wakes the other direction's
+                sock.shutdown(socket.SHUT_RDWR)  # recv(), which close alone does not
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_an_upload_cut_off_is_retried_and_the_model_made(published, servers,
+                                                          tmp_path) -> None:
+    bundle = tmp_path / "b.tar"
+    assert cli("bundle", "create", published.tiny, "--insecure", "-o",
+               str(bundle)).returncode == 0
+    server = servers()
+    proxy = CuttingProxy(server.port, cut=100_000)
+    try:
+        done = cli("bundle", "push", str(bundle), "--host", proxy.url, "--json")
+    finally:
+        proxy.close()
+    assert done.returncode == 0, done.stderr
+    assert proxy.cuts == 1
+    assert "; retry 1/5 in " in done.stderr  # said in the log as it happened
+    model = json.loads(done.stdout)["models"][0]
+    assert (model["status"], model["retries"], model["blobs_sent"]) == ("created", 1, 1)
+    weights = 253_376
+    assert weights < model["bytes_sent"] <= 2 * weights  # the cut attempt counts too
+    assert weights_of(server.show(published.tiny)) == weights_of(published.seed.show("tiny"))
+    assert [f for f in server.blob_files() if not f.startswith("sha256-") or len(f) != 71] == []
 
 
 # --- bad input leaves nothing on the server ---------------------------------------------

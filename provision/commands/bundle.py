@@ -139,7 +139,7 @@ def _reporter(out: Output) -> Any:
     from provision.bundle.progress import make_reporter
     from provision.output import stream_is_terminal
 
-    return make_reporter(quiet=out.quiet or out.json_mode, terminal=stream_is_terminal(
+    return make_reporter(quiet=out.quiet, terminal=stream_is_terminal(
         sys.stderr), stream=sys.stderr)
 
 
