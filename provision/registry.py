@@ -10,9 +10,11 @@ air-gapped setups and this project's tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -111,6 +113,12 @@ class RegistryClient:
         return self._clients[base]
 
     def _get(self, name: ModelName, path: str, headers: dict[str, str]) -> httpx.Response:
+        return self._send(name, path, headers)
+
+    def _send(self, name: ModelName, path: str, headers: dict[str, str], *,
+              stream: bool = False) -> httpx.Response:
+        """GET with the Bearer-token challenge answered; `stream`: the body is left unread
+        (the caller reads and closes it)."""
         import httpx
 
         base = registry_base_url(name, insecure=self.insecure, environ=self.environ)
@@ -121,7 +129,10 @@ class RegistryClient:
             if scope in self._tokens:
                 sent["Authorization"] = f"Bearer {self._tokens[scope]}"
             try:
-                response = http.get(path, headers=sent, follow_redirects=True)
+                # Redirects (to a CDN) are followed; httpx drops Authorization when the
+                # host changes, so the token never reaches the blob store.
+                response = http.send(http.build_request("GET", path, headers=sent),
+                                     stream=stream, follow_redirects=True)
             except httpx.HTTPError as exc:
                 raise RegistryError(
                     f"cannot reach the registry {base} for {name.short}: {exc}",
@@ -129,14 +140,32 @@ class RegistryClient:
                     if not self.insecure and "SSL" in str(exc) else None,
                 ) from exc
             self.requests += 1
-            self.bytes_read += len(response.content)
+            if not stream:
+                self.bytes_read += len(response.content)
             if response.status_code == 401 and attempt == 0:
                 challenge = response.headers.get("www-authenticate", "")
                 if challenge.lower().startswith("bearer"):
+                    response.close()
                     self._tokens[scope] = self._fetch_token(http, challenge, scope)
                     continue
             return response
         return response
+
+    @contextlib.contextmanager
+    def stream_blob(self, name: ModelName, digest: str, *,
+                    start: int = 0) -> Iterator[httpx.Response]:
+        """A blob from byte `start`, its body unread: 206, or 200 from a registry that
+        ignores Range (then the first `start` bytes are the caller's to skip). The caller
+        counts what it reads in `bytes_read`."""
+        headers = {"Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        response = self._send(name, f"/v2/{name.repository}/blobs/{digest}", headers,
+                              stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
 
     def _fetch_token(self, http: httpx.Client, challenge: str, scope: str) -> str:
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
@@ -172,13 +201,10 @@ class RegistryClient:
                 f"registry answered HTTP {response.status_code} for {name.short}",
                 status=response.status_code,
             )
-        try:
-            data = response.json()
-            layers = tuple(_layer(x) for x in data["layers"])
-            return Manifest(name=name, config=_layer(data["config"]), layers=layers,
-                            raw=response.content)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"registry sent an unreadable manifest for {name.short}") from exc
+        manifest = parse_manifest(name, response.content)
+        if manifest is None:
+            raise RegistryError(f"registry sent an unreadable manifest for {name.short}")
+        return manifest
 
     def blob(self, name: ModelName, digest: str, *, start: int = 0,
              end: int | None = None) -> bytes:
@@ -210,6 +236,17 @@ class RegistryClient:
             model_type=str(data.get("model_type") or ""),
             file_type=str(data.get("file_type") or ""),
         )
+
+
+def parse_manifest(name: ModelName, raw: bytes) -> Manifest | None:
+    """A manifest from its bytes (the registry's, a models folder's, a bundle's); None
+    when they are not one."""
+    try:
+        data = json.loads(raw)
+        layers = tuple(_layer(x) for x in data["layers"])
+        return Manifest(name=name, config=_layer(data["config"]), layers=layers, raw=raw)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _layer(data: dict) -> Layer:
