@@ -306,7 +306,7 @@ class _Run:
             return None, None
         from provision.machine import probe_machine
 
-        return probe_machine(environ=self.env), None
+        return probe_machine(environ=self.env, server=self.address), None
 
     # --- 3. plan -------------------------------------------------------------------------
     def _pull_names(self) -> list[ModelName]:
@@ -327,7 +327,8 @@ class _Run:
             with self._http() as http:
                 inventory = fetch_inventory(http)
             plan = build_plan(self._pull_names(), inventory, insecure=self.manifest.pull.insecure,
-                              local=self.address.is_loopback, environ=self.env)
+                              local=self.address.is_loopback, environ=self.env,
+                              server=self.address)
             if plan.disk is not None:
                 self.models_dir = str(plan.disk.path)
             lines, errors = [], []

@@ -29,6 +29,8 @@ class Architecture:
     expert_count: int = 0
     expert_used_count: int = 0
     embedding_model: bool = False  # a pooling_type: an embedding model (no flash attention)
+    feed_forward_length: int = 0  # the largest, when per layer (0: not stated)
+    expert_feed_forward_length: int = 0  # one expert's (mixture-of-experts models)
 
     def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
         """K and V for one token across every layer (before any sliding-window saving)."""
@@ -86,6 +88,8 @@ def from_metadata(meta: dict[str, Any]) -> Architecture:
         expert_count=_int(get("expert_count")),
         expert_used_count=_int(get("expert_used_count")),
         embedding_model=f"{arch}.pooling_type" in meta,
+        feed_forward_length=max(_per_layer(get("feed_forward_length"), blocks, 0)),
+        expert_feed_forward_length=_int(get("expert_feed_forward_length")),
     )
 
 

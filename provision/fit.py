@@ -1,11 +1,24 @@
 """Will this model run on this machine, where, how fast, and if not, what would?
 
-The estimate follows what Ollama's scheduler does when it loads a model (`llm/memory.go`,
-`fs/ggml` GraphSize): the context it will actually use, a KV cache for that context,
-a compute graph, a fixed minimum per GPU, then layers offloaded one by one to the GPUs
-(largest free memory first, as few GPUs as a full fit needs) until VRAM runs out; the
-rest runs on the CPU from system RAM. Ollama refuses to load when that CPU share is more
-than free RAM + free swap; a pull fails when the disk is full.
+The estimate follows what the server does when it loads a model. Two engines:
+
+- Ollama before 0.30 (`llm/memory.go`, `fs/ggml` GraphSize): the context it will actually
+  use, a KV cache for that context, a compute graph by Ollama's per-architecture formula,
+  a fixed minimum per GPU;
+- Ollama 0.30 and later run every GGUF model in llama.cpp's `llama-server`, and
+  `/api/ps` reports the buffers llama-server allocates (`llm/llama_server.go`
+  memoryParsingWriter): the weights, the KV cache, an output buffer (one row of logits
+  per sequence) and a compute buffer. The compute buffer is the attention mask (context x
+  batch, f16 with flash attention) plus the largest set of activations alive at once
+  for one batch, which for a transformer is the feed-forward step; the batch is 512
+  tokens, 1024 above a 4096 context and 2048 above 32768 when memory allows
+  (`server/sched.go` automaticGenerationBatch). Measured against the real 0.32.15 by
+  `scripts/bench_memory_model.py`.
+
+Then layers are offloaded one by one to the GPUs (largest free memory first, as few GPUs
+as a full fit needs) until VRAM runs out; the rest runs on the CPU from system RAM.
+Ollama refuses to load when that CPU share is more than free RAM + free swap; a pull
+fails when the disk is full.
 
 Two deliberate differences, both towards what the process really uses: the token
 embeddings (kept in system RAM) and, for a CPU-only run, the compute graph count
@@ -27,6 +40,11 @@ MIB = 1 << 20
 GIB = 1 << 30
 BATCH = 512  # Ollama's default num_batch
 GPU_MINIMUM = {"cuda": 457 * MIB, "rocm": 457 * MIB, "metal": 512 * MIB}
+# From 0.30 llama-server places layers itself (`--fit`), leaving this much free per device.
+LLAMA_SERVER_SINCE = (0, 30, 0)
+LLAMA_SERVER_GPU_MARGIN = 1024 * MIB
+# The automatic batch of 0.30+: (context above, batch, surcharge, most of memory predicted).
+_AUTO_BATCH = ((32768, 2048, 2 * GIB, 0.60), (4096, 1024, 768 * MIB, 0.75))
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # per element, with block scales
 # Default context by server version: 2048 before 0.6.7, 4096 from 0.6.7, and from 0.15.5
 # chosen by total VRAM.
@@ -46,6 +64,8 @@ class Settings:
     flash_attention: bool
     gpu_overhead: int  # OLLAMA_GPU_OVERHEAD bytes, reserved on each GPU
     notes: tuple[str, ...] = ()
+    engine: str = "ollama"  # "llama-server" (Ollama >= 0.30) or "ollama" (older)
+    batch: int = BATCH  # tokens per batch, which sizes the compute buffer
 
     @property
     def kv_tokens(self) -> int:
@@ -135,7 +155,13 @@ def server_settings(needs: ModelNeeds, machine: Machine, *, num_ctx: int | None 
                      f"{needs.arch.context_length}")
         ctx = needs.arch.context_length
     parallel = max(_env_int(env, "OLLAMA_NUM_PARALLEL") or 1, 1)
-    flash = env.get("OLLAMA_FLASH_ATTENTION", "").strip().lower() in ("1", "true", "yes", "on")
+    if needs.arch.embedding_model:
+        parallel = 1  # Ollama loads embedding models with one sequence
+    engine = "llama-server" if version is None or version >= LLAMA_SERVER_SINCE else "ollama"
+    flash_env = env.get("OLLAMA_FLASH_ATTENTION", "").strip().lower()
+    flash = flash_env in ("1", "true", "yes", "on")
+    if engine == "llama-server" and flash_env not in ("0", "false", "no", "off"):
+        flash = True  # `--flash-attn auto`: on wherever the backend has it (the CPU does)
     if needs.arch.embedding_model:
         flash = False
     kv_type = env.get("OLLAMA_KV_CACHE_TYPE", "").strip().lower() or "f16"
@@ -143,12 +169,30 @@ def server_settings(needs: ModelNeeds, machine: Machine, *, num_ctx: int | None 
         notes.append(f"OLLAMA_KV_CACHE_TYPE={kv_type} is not one Ollama knows: f16 used")
         kv_type = "f16"
     elif kv_type != "f16" and not flash:
-        notes.append(f"OLLAMA_KV_CACHE_TYPE={kv_type} needs OLLAMA_FLASH_ATTENTION=1: "
-                     "f16 used")
+        notes.append(f"OLLAMA_KV_CACHE_TYPE={kv_type} needs flash attention: f16 used")
         kv_type = "f16"
+    batch = BATCH
+    if engine == "llama-server" and not needs.arch.embedding_model:
+        batch = auto_batch(needs, machine, ctx * parallel)
     return Settings(num_ctx=ctx, num_ctx_source=source, parallel=parallel, kv_type=kv_type,
                     flash_attention=flash, gpu_overhead=_env_int(env, "OLLAMA_GPU_OVERHEAD"),
-                    notes=tuple(notes))
+                    notes=tuple(notes), engine=engine, batch=batch)
+
+
+def auto_batch(needs: ModelNeeds, machine: Machine, context: int) -> int:
+    """The batch Ollama 0.30+ picks: larger for long contexts when memory allows it,
+    judged against its own rough prediction (file size + an f16 KV cache)."""
+    a = needs.arch
+    heads_kv = min((h for h in a.head_count_kv if h), default=1)
+    head_dim = a.embedding_length // a.head_count if a.head_count else 0
+    predicted = (needs.disk_size or needs.weights) \
+        + 2 * a.block_count * heads_kv * head_dim * context * 2
+    available = sum(g.free for g in machine.usable_gpus) or machine.memory.available
+    for above, batch, surcharge, share in _AUTO_BATCH:
+        if context > above and available and predicted <= available * share \
+                and surcharge <= available * 0.8 - predicted:
+            return batch
+    return BATCH
 
 
 def default_num_ctx(version: tuple[int, int, int] | None, vram_total: int) -> tuple[int, str]:
@@ -179,8 +223,37 @@ def kv_cache_per_layer(needs: ModelNeeds, settings: Settings) -> list[int]:
     return sizes
 
 
+def llama_server_buffers(needs: ModelNeeds, settings: Settings) -> int:
+    """Output + compute buffer bytes llama-server allocates (Ollama >= 0.30), as measured.
+
+    Per token of a batch, the activations alive at the widest point: the feed-forward
+    step holds gate, up and their product (3 x FF) beside the residual stream and its
+    norm (2 x E), plus two more E-sized tensors when FF leaves no room to reuse for them;
+    attention holds about five E-sized tensors (or four and K, V when those are wider).
+    The attention mask is context x batch in f16 (flash attention); without flash
+    attention the scores (context x batch x heads, f32) come on top.
+    """
+    a = needs.arch
+    e = a.embedding_length
+    ff = a.feed_forward_length or 4 * e
+    if a.expert_count and a.expert_used_count:
+        ff = max(ff if not a.expert_feed_forward_length else 0,
+                 (a.expert_feed_forward_length or ff) * a.expert_used_count)
+    kv_dim = max(a.head_count_kv, default=1) * max(a.key_length, a.value_length)
+    per_token = max(max(5 * e, 4 * e + 2 * kv_dim),
+                    3 * ff + 2 * e + min(2 * e, max(ff - 2 * e, 0)))
+    ubatch = min(settings.batch, settings.kv_tokens)
+    mask = settings.num_ctx * ubatch * 2
+    scores = 0 if settings.flash_attention else 2 * settings.num_ctx * ubatch * a.head_count * 4
+    output = 0 if a.embedding_model else settings.parallel * a.vocab_size * 4
+    return 4 * ubatch * per_token + mask + scores + output
+
+
 def graph_size(needs: ModelNeeds, settings: Settings, kv_total: int) -> tuple[int, int]:
     """(partial offload, full offload) compute-graph bytes, by Ollama's formulas."""
+    if settings.engine == "llama-server":
+        buffers = llama_server_buffers(needs, settings)
+        return buffers, buffers
     a = needs.arch
     c = settings.kv_tokens
     b = min(settings.num_ctx, BATCH)
@@ -231,8 +304,17 @@ class _Offload:
     gpu_layers: frozenset[int]  # which blocks are on a GPU (-1: the output layer)
 
 
+def gpu_minimum(library: str, engine: str = "ollama") -> int:
+    """What the server leaves free on a GPU beyond the model: Ollama's fixed minimum per
+    library, or llama-server's fit margin (0.30+)."""
+    if engine == "llama-server":
+        return LLAMA_SERVER_GPU_MARGIN
+    return GPU_MINIMUM.get(library, 457 * MIB)
+
+
 def _offload(gpus: list[GPU], layers: list[int], output: int, graph_partial: int,
-             graph_full: int, overhead: int, projector: int) -> _Offload:
+             graph_full: int, overhead: int, projector: int,
+             engine: str = "ollama") -> _Offload:
     """Ollama's layer placement over GPUs of one library (sorted by free memory)."""
     if gpus and gpus[0].library == "metal":
         graph_partial = graph_full  # no partial-offload overhead on Metal
@@ -245,7 +327,7 @@ def _offload(gpus: list[GPU], layers: list[int], output: int, graph_partial: int
     with_space: list[int] = []
     for i, gpu in enumerate(gpus):
         extra = projector if not with_space else 0
-        minimum = GPU_MINIMUM.get(gpu.library, 457 * MIB)
+        minimum = gpu_minimum(gpu.library, engine)
         if gpu.free < overhead + extra + graph + minimum + 2 * first_layer:
             continue  # cannot hold the graph, its minimum and a layer or two
         with_space.append(i)
@@ -276,7 +358,8 @@ def _offload(gpus: list[GPU], layers: list[int], output: int, graph_partial: int
 
 
 def _best_offload(machine: Machine, layers: list[int], output: int, graph_partial: int,
-                  graph_full: int, overhead: int, projector: int) -> _Offload | None:
+                  graph_full: int, overhead: int, projector: int,
+                  engine: str = "ollama") -> _Offload | None:
     libraries: dict[str, list[GPU]] = {}
     for gpu in machine.usable_gpus:
         libraries.setdefault(gpu.library, []).append(gpu)
@@ -285,11 +368,11 @@ def _best_offload(machine: Machine, layers: list[int], output: int, graph_partia
         ordered = sorted(group, key=lambda g: g.free, reverse=True)
         for n in range(1, len(ordered) + 1):  # as few GPUs as a full fit needs
             attempt = _offload(ordered[:n], layers, output, graph_partial, graph_full,
-                               overhead, projector)
+                               overhead, projector, engine)
             if attempt.full:
                 return attempt
         attempt = _offload(ordered, layers, output, graph_partial, graph_full, overhead,
-                           projector)
+                           projector, engine)
         if best is None or sum(attempt.per_gpu_vram) > sum(best.per_gpu_vram):
             best = attempt
     return best if best is not None and best.layers > 0 else None
@@ -309,7 +392,7 @@ def judge(needs: ModelNeeds, machine: Machine, num_ctx: int | None = None,
     graph_partial, graph_full = graph_size(needs, settings, kv_total)
     layers = [size + kv_layer for size, kv_layer in zip(needs.layers, kv)]
     offload = _best_offload(machine, layers, needs.output, graph_partial, graph_full,
-                            settings.gpu_overhead, needs.projector)
+                            settings.gpu_overhead, needs.projector, settings.engine)
     notes = list(settings.notes)
     layers_total = needs.arch.block_count + 1
     placements: tuple[Placement, ...] = ()
@@ -327,7 +410,7 @@ def judge(needs: ModelNeeds, machine: Machine, num_ctx: int | None = None,
         cpu_output = needs.output if -1 not in offload.gpu_layers else 0
         ram = cpu_layers + cpu_output + needs.cpu_only
         used = [g for g, c in zip(offload.gpus, offload.per_gpu_layers) if c]
-        gpu_min = sum(GPU_MINIMUM.get(g.library, 457 * MIB) + settings.gpu_overhead
+        gpu_min = sum(gpu_minimum(g.library, settings.engine) + settings.gpu_overhead
                       for g in used)
         placements = tuple(Placement(gpu=g.index, name=g.name, layers=c, vram=v, free=g.free)
                            for g, c, v in zip(offload.gpus, offload.per_gpu_layers,

@@ -21,10 +21,10 @@ from provision.fleet_host import (
     HostResult,
     HostStatus,
 )
+from provision.live import LineLog, LiveView
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
-    from rich.live import Live
 
     from provision.fleet import FleetResult
 
@@ -86,25 +86,15 @@ def summary_line(statuses: Sequence[HostStatus], results: dict[str, HostResult])
     return "fleet: " + "; ".join(parts)
 
 
-class PlainView:
+class PlainView(LineLog):
     def __init__(self, statuses: Sequence[HostStatus], stream: IO[str], *,
                  interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(stream)
         self.statuses = statuses
-        self.stream = stream
         self.interval = interval
         self.clock = clock
         self.results: dict[str, HostResult] = {}
         self._next = clock() + interval
-
-    def __enter__(self) -> PlainView:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
 
     def tick(self) -> None:
         now = self.clock()
@@ -135,7 +125,7 @@ def _cell_models(status: HostStatus, result: HostResult | None) -> tuple[str, st
     return (str(ok) if models else "", str(missing) if missing else "", ", ".join(pulling))
 
 
-class TerminalView:
+class TerminalView(LiveView):
     """rich live table, redrawn a few times a second; it vanishes at the end (the final
     table replaces it)."""
 
@@ -145,21 +135,6 @@ class TerminalView:
         self.console = console
         self.refresh_per_second = refresh_per_second
         self.results: dict[str, HostResult] = {}
-        self._live: Live | None = None
-
-    def __enter__(self) -> TerminalView:
-        from rich.live import Live
-
-        self._live = Live(self, console=self.console, auto_refresh=True,
-                          refresh_per_second=self.refresh_per_second, transient=True,
-                          redirect_stdout=False, redirect_stderr=False)
-        self._live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
     def tick(self) -> None:
         pass  # rich redraws on its own thread

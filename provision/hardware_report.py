@@ -107,7 +107,8 @@ def assess(names: list[ModelName], machine: Machine, *, address: ServerAddress |
            offline: bool = False, alternatives: bool = True,
            registry: RegistryClient | None = None, header_budget: int | None = None,
            environ: dict[str, str] | None = None, insecure: bool = False) -> HardwareReport:
-    """Judge every model on `machine`. `address` None: no server to ask (a planned one)."""
+    """Judge every model on `machine`. `address` None: no server to ask (a planned one);
+    `insecure`: registries in model names speak plain HTTP."""
     from provision.model_needs import HEADER_BUDGET
     from provision.registry import RegistryClient
 
@@ -121,7 +122,7 @@ def assess(names: list[ModelName], machine: Machine, *, address: ServerAddress |
         warnings.append(f"models loaded now hold {server.loaded_vram / (1 << 30):.1f} GiB of "
                         "VRAM; Ollama unloads idle ones to make room")
     own = registry is None
-    registry = registry or RegistryClient(insecure=insecure, environ=environ)
+    registry = registry or RegistryClient(environ=environ, insecure=insecure)
     reports = []
     try:
         for name in names:

@@ -53,6 +53,7 @@ KIB, MIB = 1 << 10, 1 << 20
 # up to ~25x their text).
 BUDGETS: tuple[tuple[str, int | None], ...] = (
     ("*/api/pull", None),  # a stream of progress lines: pull.py bounds each line
+    ("*/api/blobs/*", 64 * KIB),  # an upload's short answer
     ("*/api/version", 64 * KIB),  # {"version":"0.13.5"}
     ("*/api/tags", 8 * MIB),  # ~350 bytes per model: room for 20,000 models
     ("*/api/show", 16 * MIB),  # verbose: whole tokenizer arrays, ~7 MB for Llama 3
@@ -71,8 +72,11 @@ HEADERS_BUDGET = 100 * KIB  # httpcore's own bound on a response's status line a
 # (a pull takes hours; its stall watchdog drops a stream without progress instead).
 DEADLINES: tuple[tuple[str, float | None], ...] = (
     ("*/api/pull", None),
+    ("*/api/blobs/*", None),  # an upload of GBs: bounded by its size (bundle's Pace)
     ("*/api/create", 600.0),  # the server copies or converts layers
 )
+# A request may carry its own: extensions={"budget": bytes or None, "deadline": seconds or
+# None}, for what only its caller can size (a blob range, a whole blob it paces itself).
 
 ACCEPT_ENCODING = "gzip, deflate"  # what this module decodes (bounded); nothing else
 _PIECE = 64 * KIB  # most decoded bytes produced from one compressed chunk at a time
@@ -380,7 +384,7 @@ def _transport(timeouts: Timeouts, environ: Mapping[str, str], verify: bool) -> 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             path = request.url.path
             budget = request.extensions.get("budget", budget_for(path))
-            seconds = _deadline_for(path, timeouts.total)
+            seconds = request.extensions.get("deadline", _deadline_for(path, timeouts.total))
             mine = None if seconds is None else _Deadline(
                 time.monotonic() + seconds, seconds, f"{path} requests"
                 if seconds != timeouts.total else "one request")

@@ -22,10 +22,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from provision.cgroup import read_limits
 from provision.gpus import GPU, Tools, probe_gpus
 from provision.speed import DEFAULT_RAM_BANDWIDTH
+
+if TYPE_CHECKING:
+    from provision.host import ServerAddress
 
 FLAGS = ("avx", "avx2", "avx512f", "fma", "f16c")  # what decides llama.cpp's CPU speed
 _ARM_FLAGS = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve"}
@@ -63,7 +67,7 @@ class Memory:
 @dataclass(frozen=True)
 class Disk:
     path: str  # where the server keeps models
-    source: str  # "OLLAMA_MODELS", "service install", "default", "assumed", "remote"
+    source: str  # a models_dir.SOURCES key ("server", ...), "assumed" or "remote"
     free: int | None  # bytes; None: cannot tell (a remote server's disk)
 
 
@@ -97,13 +101,15 @@ def probe_machine(
     machine: str | None = None,
     affinity: set[int] | None = None,
     disk: Disk | None = None,
+    server: ServerAddress | None = None,
     gpu_timeout: float = 3.0,
     use_nvml: bool = True,
 ) -> Machine:
     """Probe this machine (or a fake tree under `root`, for tests).
 
     `affinity` defaults to `os.sched_getaffinity` on the real root; `disk` to where the
-    local server keeps its models (`OLLAMA_MODELS` or the install's default).
+    local server at `server` keeps its models (as it says itself, else `OLLAMA_MODELS` or
+    the install's default).
     """
     started = time.perf_counter()
     base = Path(root)
@@ -130,7 +136,7 @@ def probe_machine(
     if disk is None:
         from provision.models_dir import models_dir
 
-        where = models_dir(environ=env)
+        where = models_dir(environ=env, server=server)
         disk = Disk(path=str(where.path), source=where.source, free=where.free_bytes)
     os_name = {"win32": "windows", "cygwin": "windows"}.get(plat, plat.rstrip("0123456789"))
     return Machine(os=os_name, arch=arch, cpu=cpu, memory=memory, gpus=found.gpus, disk=disk,

@@ -502,7 +502,7 @@ def model_needs(name: ModelName, address: ServerAddress | None = None,
 
         with client(address.url, loopback=address.is_loopback) as http:
             return fetch_installed(http, name, installed)
-    why = "offline"
+    why, hint = "offline", "name a size (llama3.1:8b), or let the tool reach the registry"
     if not offline:
         own = registry is None
         registry = registry or RegistryClient(environ=environ)
@@ -512,6 +512,7 @@ def model_needs(name: ModelName, address: ServerAddress | None = None,
             if exc.status is not None:
                 raise  # the registry answered: an unknown model is not a guess
             why = "registry unreachable"
+            hint = exc.hint or hint  # e.g. a plain-HTTP registry: --insecure
             log.debug("registry unreachable for %s: %s", name, exc.message)
         finally:
             if own:
@@ -519,6 +520,5 @@ def model_needs(name: ModelName, address: ServerAddress | None = None,
     needs = rough(name, why=why)
     if needs is None:
         raise ProvisionError(f"{name.short}: cannot estimate ({why}): the tag names no size",
-                             hint="name a size (llama3.1:8b), or let the tool reach the "
-                             "registry")
+                             hint=hint)
     return needs

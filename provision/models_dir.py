@@ -1,34 +1,67 @@
 """Where the local Ollama server keeps its models, and how much room is left there.
 
-`OLLAMA_MODELS` when set; else the default for how Ollama was installed: the Linux
-service install runs as the `ollama` user (`/usr/share/ollama/.ollama/models`),
-everything else uses `~/.ollama/models` (`%USERPROFILE%\\.ollama\\models` on Windows).
-Only meaningful for a server on this machine.
+The server itself is the authority, so for a server on this machine it is asked first:
+
+1. `/api/show` of a model it has: the modelfile's `FROM <models>/blobs/sha256-...` line
+   names the blob, and so the folder;
+2. the environment of the `ollama serve` process listening on that port (its
+   `OLLAMA_MODELS`, else its `HOME`), when this user may read it;
+
+then the guesses: `OLLAMA_MODELS` in this environment, else the default for how Ollama
+was installed: the Linux service install runs as the `ollama` user
+(`/usr/share/ollama/.ollama/models`), everything else uses `~/.ollama/models`
+(`%USERPROFILE%\\.ollama\\models` on Windows). Only meaningful for a server on this machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from provision.local_install import LocalInstall, detect_install
 
+if TYPE_CHECKING:
+    from provision.host import ServerAddress
+
+log = logging.getLogger(__name__)
+
 SERVICE_MODELS_DIR = "/usr/share/ollama/.ollama/models"
+# Where each source is named for people ("12 GiB free in /srv/models (<this>)").
+SOURCES = {
+    "server": "as the server says",
+    "server process": "the server's environment",
+    "OLLAMA_MODELS": "OLLAMA_MODELS here, a guess",
+    "service install": "service default, a guess",
+    "default": "Ollama's default, a guess",
+}
+_FROM_BLOB = re.compile(r"^FROM\s+(\S.*?)[/\\]blobs[/\\]sha256-[0-9a-f]{64}\s*$", re.M)
 
 
 @dataclass(frozen=True)
 class ModelsDir:
     path: Path
-    source: str  # "OLLAMA_MODELS", "service install" or "default"
+    source: str  # a key of SOURCES
     free_bytes: int | None  # free space on its file system (None: could not tell)
+
+    @property
+    def described(self) -> str:
+        return SOURCES.get(self.source, self.source)
 
 
 def models_dir(environ: dict[str, str] | None = None,
-               install: LocalInstall | None = None) -> ModelsDir:
+               install: LocalInstall | None = None,
+               server: ServerAddress | None = None) -> ModelsDir:
     env = os.environ if environ is None else environ
-    if env.get("OLLAMA_MODELS", "").strip():
+    learned = server_models_dir(server) if server is not None and server.is_loopback else None
+    if learned is not None:
+        path, source = learned
+    elif env.get("OLLAMA_MODELS", "").strip():
         path, source = Path(env["OLLAMA_MODELS"].strip()).expanduser(), "OLLAMA_MODELS"
     else:
         install = install if install is not None else detect_install(environ=dict(env))
@@ -39,6 +72,71 @@ def models_dir(environ: dict[str, str] | None = None,
             path = Path(home or Path.home()) / ".ollama" / "models"
             source = "default"
     return ModelsDir(path=path, source=source, free_bytes=free_space(path))
+
+
+def server_models_dir(address: ServerAddress) -> tuple[Path, str] | None:
+    """The models folder of the server at `address` on this machine, as it says itself."""
+    found = _from_show(address)
+    if found is not None:
+        return found, "server"
+    found = _from_process(address.port)
+    if found is not None:
+        return found, "server process"
+    return None
+
+
+def models_dir_from_modelfile(modelfile: str) -> Path | None:
+    """`FROM /srv/models/blobs/sha256-<hex>` -> /srv/models."""
+    match = _FROM_BLOB.search(modelfile or "")
+    return Path(match[1]) if match else None
+
+
+def _from_show(address: ServerAddress) -> Path | None:
+    import httpx
+
+    from provision.http import Timeouts, client, json_body
+    from provision.inventory import parse_tags
+
+    try:
+        with client(address.url, loopback=True, timeouts=Timeouts(connect=2.0, read=5.0)) \
+                as http:
+            tags = parse_tags(json_body(http.get("/api/tags"))).models
+            for model in tags[:3]:  # the first one that names a blob file will do
+                show = http.post("/api/show", json={"model": model.name.short})
+                body = json_body(show) if show.status_code == 200 else None
+                modelfile = body.get("modelfile") if isinstance(body, dict) else None
+                if not isinstance(modelfile, str):
+                    continue
+                path = models_dir_from_modelfile(modelfile)
+                if path is not None and path.is_dir():
+                    return path
+    except (httpx.HTTPError, ValueError) as exc:
+        log.debug("models folder: /api/show did not tell: %s", exc)
+    return None
+
+
+def _from_process(port: int) -> Path | None:
+    """OLLAMA_MODELS (else HOME/.ollama/models) of the `ollama serve` on this port."""
+    import psutil
+
+    from provision.host import DEFAULT_PORT
+
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if "serve" not in cmdline[1:2] or not (proc.info.get("name") or "").startswith("ollama"):
+            continue
+        with contextlib.suppress(psutil.Error, OSError):
+            env = proc.environ()
+            host = env.get("OLLAMA_HOST", "").strip().strip("\"'")
+            listens = int(host.rsplit(":", 1)[1]) if re.search(r":\d+/?$", host) \
+                else DEFAULT_PORT
+            if listens != port:
+                continue
+            if env.get("OLLAMA_MODELS", "").strip():
+                return Path(env["OLLAMA_MODELS"].strip()).expanduser()
+            if env.get("HOME"):
+                return Path(env["HOME"]) / ".ollama" / "models"
+    return None
 
 
 def free_space(path: Path) -> int | None:

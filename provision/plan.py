@@ -17,6 +17,7 @@ from provision.models_dir import ModelsDir, models_dir
 from provision.names import ModelName
 
 if TYPE_CHECKING:
+    from provision.host import ServerAddress
     from provision.inventory import Inventory
     from provision.registry import RegistryClient
 
@@ -66,16 +67,18 @@ def build_plan(
     details: bool = True,
     environ: dict[str, str] | None = None,
     registry: RegistryClient | None = None,
+    server: ServerAddress | None = None,
 ) -> DownloadPlan:
     """Ask the registry about every model that would be pulled.
 
-    `details=False` skips the config blobs (the disk check needs only sizes).
+    `details=False` skips the config blobs (the disk check needs only sizes); `server`
+    (local) is asked where it keeps its models.
     """
     import httpx
 
     from provision.registry import RegistryClient, RegistryError
 
-    disk = models_dir(environ) if local else None
+    disk = models_dir(environ, server=server) if local else None
     store = disk.path / "blobs" if disk is not None else None
     counted: set[str] = set()
     download = 0
@@ -134,7 +137,8 @@ def _in_store(store: Path | None, digest: str, size: int) -> bool:
 
 
 def ensure_disk_space(names: list[ModelName], *, insecure: bool = False,
-                      environ: dict[str, str] | None = None) -> DownloadPlan:
+                      environ: dict[str, str] | None = None,
+                      server: ServerAddress | None = None) -> DownloadPlan:
     """Refuse (InsufficientDisk, exit 1) when the local server's disk cannot hold the pull.
 
     Best effort: a model the registry cannot describe from here is left to the pull
@@ -144,7 +148,7 @@ def ensure_disk_space(names: list[ModelName], *, insecure: bool = False,
     from provision.pull import InsufficientDisk
 
     plan = build_plan(names, None, force=True, insecure=insecure, local=True, details=False,
-                      environ=environ)
+                      environ=environ, server=server)
     unknown = [m.name.short for m in plan.models if m.error]
     if unknown:
         log.debug("disk check: no size for %s", ", ".join(unknown))
@@ -152,16 +156,11 @@ def ensure_disk_space(names: list[ModelName], *, insecure: bool = False,
         raise InsufficientDisk(
             f"not enough disk space: this pull needs {human_bytes(plan.download)}, "
             f"{human_bytes(plan.disk.free_bytes or 0)} is free at {plan.disk.path} "
-            f"({_describe(plan.disk)}); nothing was downloaded",
+            f"({plan.disk.described}); nothing was downloaded",
             hint="free space there, or set OLLAMA_MODELS (in the server's environment) to a "
             "bigger disk and restart the server; --no-disk-check skips this check",
         )
     return plan
-
-
-def _describe(disk: ModelsDir) -> str:
-    return {"OLLAMA_MODELS": "from OLLAMA_MODELS", "service install":
-            "the Linux service install's default"}.get(disk.source, "Ollama's default")
 
 
 __all__ = ["ModelPlan", "DownloadPlan", "build_plan", "ensure_disk_space"]

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
+from provision.live import LineLog, LiveView
 from provision.output import human_bytes
 from provision.pull import (
     FAILED,
@@ -39,7 +40,6 @@ from provision.pull import (
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
-    from rich.live import Live
 
 SPEED_TAU = 3.0  # seconds: time constant of the speed average (steady, yet follows change)
 BAR_WIDTH = 25
@@ -229,28 +229,24 @@ def outcome_text(outcome: PullOutcome, *, verb: bool = True) -> str:
     return text
 
 
-class PlainReporter:
+def progress_line(name: str, done: int, total: int, speed: float) -> str:
+    """`name: 45% (2.1/4.7 GB, 85.0 MB/s, 30s left)`: a log's periodic line."""
+    text = f"{name}: {done * 100 // total}% ({format_sizes(done, total)}"
+    if speed > 0 and done < total:
+        text += f", {human_bytes(speed)}/s, {format_duration((total - done) / speed)} left"
+    return text + ")"
+
+
+class PlainReporter(LineLog):
     """Lines for logs: at start, about every `interval` s or `step` of the way, at the end."""
 
     def __init__(self, stream: IO[str], *, interval: float = 10.0, step: float = 0.10,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.interval = interval
         self.steps = max(1, round(1 / step))
         self.clock = clock
         self.tally = _Tally(clock)
-        self._write_lock = threading.Lock()
-
-    def __enter__(self) -> PlainReporter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def _write(self, text: str) -> None:
-        with self._write_lock:
-            self.stream.write(text + "\n")
-            self.stream.flush()
 
     def handle(self, event: PullEvent) -> None:
         if type(event) is BlobProgress:
@@ -284,20 +280,16 @@ class PlainReporter:
             return
         dt = now - model.line_t
         speed = (model.done - model.line_done) / dt if dt > 0 else 0.0
-        text = (f"{model.name}: {model.done * 100 // model.total}% "
-                f"({format_sizes(model.done, model.total)}")
-        if speed > 0 and model.done < model.total:
-            text += (f", {human_bytes(speed)}/s, "
-                     f"{format_duration((model.total - model.done) / speed)} left")
-        self._write(text + ")")
+        self._write(progress_line(model.name, model.done, model.total, speed))
         model.decile = max(model.decile, decile)
         model.next_at = (model.decile + 1) * model.total / self.steps
         model.next_time = now + self.interval
         model.line_t, model.line_done = now, model.done
 
 
-class TerminalReporter:
-    """Bars like the Ollama CLI: one per blob and a total per model, redrawn ≤ 10 times/s.
+class TerminalReporter(LiveView):
+    """Bars like the Ollama CLI: one per blob and a total per model, redrawn ≤ 10 times/s
+    (re-entrant: pull_models() enters it too).
 
     Finished models, retries and resumes become permanent lines above the live bars.
     """
@@ -308,26 +300,6 @@ class TerminalReporter:
         self.refresh_per_second = refresh_per_second
         self.clock = clock
         self.tally = _Tally(clock)
-        self._live: Live | None = None
-        self._depth = 0  # re-entrant: pull_models() enters it too
-
-    def __enter__(self) -> TerminalReporter:
-        from rich.live import Live
-
-        self._depth += 1
-        if self._live is None:
-            # transient: the bars vanish at the end; what matters was printed as lines.
-            self._live = Live(self, console=self.console, auto_refresh=True,
-                              refresh_per_second=self.refresh_per_second, transient=True,
-                              redirect_stdout=False, redirect_stderr=False)
-            self._live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth <= 0 and self._live is not None:
-            self._live.stop()
-            self._live = None
 
     def handle(self, event: PullEvent) -> None:
         if type(event) is BlobProgress:
@@ -360,11 +332,17 @@ class TerminalReporter:
         if outcome.ok and outcome.status != PRESENT and model is not None and model.total:
             done = model.total
             speed = outcome.downloaded / outcome.duration if outcome.duration > 0 else 0
-            width = max(8, min(BAR_WIDTH, self.console.width - 62))
-            line = bar_line(name, done, model.total, 0, width=width, finished=True)
-            line += f"  {format_duration(outcome.duration)}"
+            tail = f"  {format_duration(outcome.duration)}"
             if speed:
-                line += f"  {human_bytes(speed)}/s"
+                tail += f"  {human_bytes(speed)}/s"
+            # The bar gets what the name and the figures leave of the line ("✓ " first).
+            room = self.console.width - 2 - len(bar_line(name, done, model.total, 0, width=0,
+                                                         finished=True) + tail)
+            if room >= 8:
+                line = bar_line(name, done, model.total, 0, width=min(BAR_WIDTH, room),
+                                finished=True) + tail
+            else:  # a long name: no bar, the line must not wrap
+                line = f"{name}: {outcome_text(outcome)}"
             self._print("[green]✓[/] ", line)
         elif outcome.ok:
             self._print("[green]✓[/] ", f"{name}: {outcome_text(outcome)}")
@@ -401,8 +379,11 @@ class TerminalReporter:
 
 
 def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
-                  console: Console | None = None) -> PlainReporter | TerminalReporter | None:
-    """The reporter for this output: None when quiet."""
+                  console: Console | None = None, kinds: tuple[type, type] | None = None
+                  ) -> Any:
+    """The reporter for this output: None when quiet. `kinds`: other (plain, terminal)
+    reporter classes taking the same arguments (bundle transfers have their own)."""
+    plain, live = kinds or (PlainReporter, TerminalReporter)
     if quiet:
         return None
     if terminal:
@@ -410,9 +391,9 @@ def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
             from rich.console import Console
 
             console = Console(file=stream, force_terminal=True, highlight=False)
-        return TerminalReporter(console)
-    return PlainReporter(stream)
+        return live(console)
+    return plain(stream)
 
 
 __all__ = ["PlainReporter", "TerminalReporter", "make_reporter", "outcome_text",
-           "bar_line", "format_duration", "format_sizes"]
+           "bar_line", "format_duration", "format_sizes", "progress_line"]

@@ -206,7 +206,12 @@ _REGISTRY_NETWORK = (
     "proxyconnect", "x509", "certificate", "network is unreachable", "no route to host",
     "context deadline exceeded", "timeout awaiting response headers",
     "server gave http response to https client", "no location header",
+    "first record does not look like a tls handshake",
 )
+# What a plain-HTTP registry pulled over HTTPS gives: Ollama 0.12 (Go's HTTP client), and
+# 0.30+ (its TLS layer, which now sees the HTTP answer first).
+_PLAIN_HTTP_REGISTRY = ("server gave http response to https client",
+                        "first record does not look like a tls handshake")
 
 
 def classify_server_error(
@@ -269,7 +274,7 @@ def classify_server_error(
 
 def _registry_unreachable(text: str, low: str, name: ModelName, *,
                           downloading: bool) -> PullError:
-    if "server gave http response to https client" in low:
+    if any(s in low for s in _PLAIN_HTTP_REGISTRY):
         hint = "the registry speaks plain HTTP: add --insecure"
     elif "no location header" in low:
         hint = ("this Ollama server expects the registry to redirect blob downloads to a "
@@ -395,6 +400,7 @@ class _ModelRun:
     totals: dict[str, int] = field(default_factory=dict)
     first: dict[str, int] = field(default_factory=dict)  # completed when first seen
     last: dict[str, int] = field(default_factory=dict)  # completed in the latest line
+    lines: dict[str, int] = field(default_factory=dict)  # progress lines seen per blob
     retries: int = 0
     reasons: list[str] = field(default_factory=list)
     resumed: bool = False
@@ -405,7 +411,25 @@ class _ModelRun:
 
     @property
     def downloaded(self) -> int:
+        """Bytes the progress lines showed moving (an unfinished pull)."""
         return sum(max(0, self.last.get(d, 0) - self.first.get(d, 0)) for d in self.totals)
+
+    def downloaded_of(self, size: int) -> int:
+        """Bytes a finished pull fetched, `size` being all of the model's blobs.
+
+        Ollama reports a download only on a 60 ms tick: from 0.30 a blob that arrives
+        between two ticks has no line at all, so the stream alone undercounts. A blob the
+        server already had is exactly one line, complete; a blob resumed from a partial
+        file starts at its old offset. Everything else was fetched now.
+        """
+        kept = 0
+        for digest, total in self.totals.items():
+            first = self.first.get(digest, 0)
+            if first >= total and self.lines.get(digest, 0) == 1:
+                kept += total  # the server's cache hit
+            elif first < total:
+                kept += first  # resumed: these bytes were already on the server's disk
+        return max(size - kept, 0)
 
     @property
     def remaining(self) -> int:
@@ -454,13 +478,33 @@ class _Puller:
 
     def _finish(self, run: _ModelRun, started: float, status: str,
                 error: PullError | None = None) -> PullOutcome:
+        size, downloaded = run.size, run.downloaded
+        if error is None:
+            size = self._installed_size(run.name) or size
+            downloaded = run.downloaded_of(size)
         outcome = PullOutcome(
-            name=run.name, status=status, size=run.size, downloaded=run.downloaded,
+            name=run.name, status=status, size=size, downloaded=downloaded,
             duration=time.monotonic() - started, retries=run.retries,
             retry_reasons=tuple(run.reasons), resumed=run.resumed, error=error,
         )
         self.reporter.handle(ModelFinished(outcome))
         return outcome
+
+    def _installed_size(self, name: ModelName) -> int | None:
+        """The pulled model's size as the server lists it (/api/tags): the stream may not
+        have shown every blob (see `_ModelRun.downloaded_of`)."""
+        from provision.http import Timeouts, client
+        from provision.inventory import fetch_inventory
+
+        try:
+            with client(self.address.url, loopback=self.address.is_loopback,
+                        timeouts=Timeouts(connect=self.options.connect_timeout,
+                                          read=30.0)) as http:
+                found = fetch_inventory(http).find(name)
+        except ProvisionError as exc:
+            log.debug("%s: no size from /api/tags after the pull: %s", name.short, exc)
+            return None
+        return found.size if found is not None else None
 
     def _attempt(self, run: _ModelRun) -> PullError | None:
         """One POST /api/pull read to its end: None on success, else what went wrong."""
@@ -526,7 +570,7 @@ class _Puller:
         name = run.name
         model = name.short
         handle = self.reporter.handle
-        totals, first, last = run.totals, run.first, run.last
+        totals, first, last, lines_seen = run.totals, run.first, run.last, run.lines
         resuming = True
         # raw_decode skips json.loads' per-call encoding sniffing and whitespace regexes.
         parse = json.JSONDecoder().raw_decode
@@ -578,6 +622,7 @@ class _Puller:
                         if completed > 0 or last.get(digest, 0) > 0:
                             run.resumed = run.resumed or completed > 0
                             handle(Resumed(model, digest, completed, total))
+                    lines_seen[digest] = lines_seen.get(digest, 0) + 1
                     # Before anything is skipped: only bytes count as life while a blob is
                     # incomplete, even when every line of this attempt repeats the last.
                     watch.downloading = completed < total
@@ -713,7 +758,7 @@ def _pull_all(address: ServerAddress, names: list[ModelName], options: PullOptio
         from provision.plan import ensure_disk_space
 
         plan = ensure_disk_space([n for _, n in todo], insecure=options.insecure,
-                                 environ=environ)
+                                 environ=environ, server=address)
         # The manifests give each model's full size up front: a steady total bar.
         sizes = {m.name.key: m.size for m in plan.models if m.size}
 

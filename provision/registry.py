@@ -10,8 +10,10 @@ air-gapped setups and this project's tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,10 +113,28 @@ class RegistryClient:
 
     def _get(self, name: ModelName, path: str, headers: dict[str, str], *,
              take: int | None = None, skip: int = 0) -> tuple[httpx.Response, bytes]:
-        """GET with the Bearer-token dance; the answer and its body, read under one
-        deadline for the whole exchange (redirects included). `take`: read only that many
-        bytes of the body (after `skip`) and hang up: a registry that ignores Range must
-        not make us read a whole blob."""
+        """The answer and its body (within the endpoint's budget), all under one deadline,
+        redirects included. `take`: only that many bytes after `skip`, then hang up: a
+        registry that ignores Range (200, the whole blob from byte 0) is not read further."""
+        extensions = {} if take is None else {"budget": skip + take}
+        with deadline(self.timeouts.total, "one registry request"):
+            response = self._send(name, path, headers, stream=True, extensions=extensions)
+            try:
+                if take is None or response.status_code not in (200, 206):
+                    body = _read_all(response, name)
+                else:
+                    body = _read_range(response, name, take,
+                                       skip if response.status_code == 200 else 0)
+            finally:
+                response.close()
+        self.bytes_read += len(body)
+        return response, body
+
+    def _send(self, name: ModelName, path: str, headers: dict[str, str], *,
+              stream: bool = False, extensions: dict[str, Any] | None = None
+              ) -> httpx.Response:
+        """GET with the Bearer-token challenge answered; `stream`: the body is left unread
+        (the caller reads and closes it)."""
         import httpx
 
         base = registry_base_url(name, insecure=self.insecure, environ=self.environ)
@@ -125,8 +145,11 @@ class RegistryClient:
             if scope in self._tokens:
                 sent["Authorization"] = f"Bearer {self._tokens[scope]}"
             try:
-                with deadline(self.timeouts.total, "one registry request"):
-                    response, body = _read(http, path, sent, take, skip)
+                # Redirects (to a CDN) are followed; httpx drops Authorization when the
+                # host changes, so the token never reaches the blob store.
+                response = http.send(http.build_request("GET", path, headers=sent,
+                                                        extensions=extensions),
+                                     stream=stream, follow_redirects=True)
             except httpx.HTTPError as exc:
                 raise RegistryError(
                     f"cannot reach the registry {base} for {name.short}: {exc}",
@@ -134,14 +157,34 @@ class RegistryClient:
                     if not self.insecure and "SSL" in str(exc) else None,
                 ) from exc
             self.requests += 1
-            self.bytes_read += len(body)
+            if not stream:
+                self.bytes_read += len(response.content)
             if response.status_code == 401 and attempt == 0:
                 challenge = response.headers.get("www-authenticate", "")
                 if challenge.lower().startswith("bearer"):
+                    response.close()
                     self._tokens[scope] = self._fetch_token(http, challenge, scope)
                     continue
-            return response, body
-        return response, body
+            return response
+        return response
+
+    @contextlib.contextmanager
+    def stream_blob(self, name: ModelName, digest: str, *,
+                    start: int = 0) -> Iterator[httpx.Response]:
+        """A blob from byte `start`, its body unread: 206, or 200 from a registry that
+        ignores Range (then the first `start` bytes are the caller's to skip). The caller
+        counts what it reads in `bytes_read`."""
+        headers = {"Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        # A whole blob (GBs): no byte budget and no fixed deadline here; the caller bounds
+        # the transfer by its size (bundle's Pace) and every read by the read timeout.
+        response = self._send(name, f"/v2/{name.repository}/blobs/{digest}", headers,
+                              stream=True, extensions={"budget": None, "deadline": None})
+        try:
+            yield response
+        finally:
+            response.close()
 
     def _fetch_token(self, http: httpx.Client, challenge: str, scope: str) -> str:
         import httpx
@@ -190,13 +233,10 @@ class RegistryClient:
                 f"registry answered HTTP {response.status_code} for {name.short}",
                 status=response.status_code,
             )
-        try:
-            data = json_loads(content)
-            layers = tuple(_layer(x) for x in data["layers"])
-            return Manifest(name=name, config=_layer(data["config"]), layers=layers,
-                            raw=content)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise RegistryError(f"registry sent an unreadable manifest for {name.short}") from exc
+        manifest = parse_manifest(name, content)
+        if manifest is None:
+            raise RegistryError(f"registry sent an unreadable manifest for {name.short}")
+        return manifest
 
     def blob(self, name: ModelName, digest: str, *, start: int = 0,
              end: int | None = None) -> bytes:
@@ -233,27 +273,46 @@ class RegistryClient:
         )
 
 
-def _read(http: httpx.Client, path: str, headers: dict[str, str], take: int | None,
-          skip: int) -> tuple[httpx.Response, bytes]:
-    """The answer and (up to `take` bytes of) its body; a 200 to a Range request is the
-    whole blob from byte 0, so `skip` bytes are read past first."""
-    extensions = {} if take is None else {"budget": skip + take}
-    with http.stream("GET", path, headers=headers, follow_redirects=True,
-                     extensions=extensions) as response:
-        if take is None or response.status_code not in (200, 206):
-            return response, response.read()
-        offset = skip if response.status_code == 200 else 0
-        parts: list[bytes] = []
-        got = 0
+def _read_all(response: httpx.Response, name: ModelName) -> bytes:
+    import httpx
+
+    try:
+        return response.read()
+    except httpx.HTTPError as exc:
+        raise RegistryError(f"cannot read the registry's answer for {name.short}: {exc}") \
+            from exc
+
+
+def _read_range(response: httpx.Response, name: ModelName, take: int, skip: int) -> bytes:
+    """`take` bytes after `skip`; the rest of the body is never read."""
+    import httpx
+
+    parts: list[bytes] = []
+    got = 0
+    try:
         for chunk in response.iter_bytes():
-            if offset:
-                cut = min(offset, len(chunk))
-                chunk, offset = chunk[cut:], offset - cut
+            if skip:
+                cut = min(skip, len(chunk))
+                chunk, skip = chunk[cut:], skip - cut
             parts.append(chunk[: take - got])
             got += len(parts[-1])
             if got >= take:
-                break  # hang up: the rest of the blob is never read
-        return response, b"".join(parts)
+                break
+    except httpx.HTTPError as exc:
+        raise RegistryError(f"cannot read the registry's answer for {name.short}: {exc}") \
+            from exc
+    return b"".join(parts)
+
+
+def parse_manifest(name: ModelName, raw: bytes) -> Manifest | None:
+    """A manifest from its bytes (the registry's, a models folder's, a bundle's); None
+    when they are not one (invalid JSON, nesting too deep, layers of the wrong types)."""
+    try:
+        data = json_loads(raw)
+        layers = tuple(_layer(x) for x in data["layers"])
+        return Manifest(name=name, config=_layer(data["config"]), layers=layers, raw=raw)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _field(data: dict[str, Any], key: str) -> str:

@@ -20,7 +20,7 @@ else:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "data" / "codex_configs"
-CURRENT_CODEX = "0.169.0"
+CURRENT_CODEX = "0.171.0"  # .ci/install-codex CODEX_VERSION
 OLD_CODEX = ("0.58.0", "0.94.0")
 REQUIRE_CODEX = os.environ.get("OLLAMA_PROVISION_REQUIRE_CODEX") == "1"
 

@@ -183,6 +183,7 @@ MT_PARAMS = "application/vnd.ollama.image.params"
 MT_LICENSE = "application/vnd.ollama.image.license"
 BLOBS_DIR = "/root/.ollama/models/blobs"
 JSON_CT = "application/json; charset=utf-8"
+PLAIN_JSON_CT = "application/json"  # /v1/* and `stream: false` answers (set before gin's)
 NDJSON_CT = "application/x-ndjson"
 TEXT_CT = "text/plain; charset=utf-8"
 NOT_FOUND_TEXT = b"404 page not found"
@@ -1625,8 +1626,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and data:
             self._write(data)
 
-    def send_json(self, status: int, obj: Any, extra: dict[str, str] | None = None) -> None:
-        self.send_bytes(status, go_json(obj).encode(), JSON_CT, extra)
+    def send_json(self, status: int, obj: Any, extra: dict[str, str] | None = None,
+                  ctype: str = JSON_CT) -> None:
+        self.send_bytes(status, go_json(obj).encode(), ctype, extra)
 
     def send_not_found(self) -> None:
         self.send_bytes(404, NOT_FOUND_TEXT, "text/plain")
@@ -1789,14 +1791,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_json(200, {"version": self.d.version})
 
     def api_tags(self) -> None:
-        models = [{
-            "name": m.name.short,
-            "model": m.name.short,
-            "modified_at": rfc3339(m.modified_ns),
-            "size": m.size,
-            "digest": m.digest,
-            "details": m.details(),
-        } for m in self.d._installed_sorted()]
+        models = []
+        for m in self.d._installed_sorted():
+            entry = {"name": m.name.short, "model": m.name.short,
+                     "modified_at": rfc3339(m.modified_ns), "size": m.size, "digest": m.digest,
+                     "details": m.details()}
+            if self.d.llama_server:  # 0.30 added these (a real 0.32.15 sends them)
+                entry["details"].update(context_length=m.source.context_length,
+                                        embedding_length=m.source.embedding_length)
+                entry["capabilities"] = self.d._caps(m)
+            models.append(entry)
         self.send_json(200, {"models": models})
 
     def api_ps(self) -> None:
@@ -1823,7 +1827,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ApiError(400, "invalid model name") from None
         inst = d._get_installed(name)
         if inst is None:
-            raise _ApiError(404, f"model '{raw}' not found")
+            raise _ApiError(404, f"model '{name.short if d.llama_server else raw}' not found")
         self.send_json(200, d._show(inst, verbose=bool(req.get("verbose"))))
 
     # ---- Ollama: pull / push ----------------------------------------------------------------
@@ -1858,9 +1862,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         error = self._consume_events(events, False)
         if error:
-            self.send_json(500, {"error": error})
+            self.send_json(500, {"error": error}, ctype=PLAIN_JSON_CT)
         else:
-            self.send_json(200, {"status": "success"})
+            self.send_json(200, {"status": "success"}, ctype=PLAIN_JSON_CT)
 
     def api_pull(self) -> None:
         req = self._json()
@@ -1884,6 +1888,7 @@ class _Handler(BaseHTTPRequestHandler):
         def events() -> Iterator[Event]:
             yield {"status": "retrieving manifest"}
             if inst is None:
+                yield {"status": "couldn't retrieve manifest"}
                 yield {"error": f"open {BLOBS_DIR[:-6]}/manifests/{name.host}/{name.namespace}/"
                                 f"{name.model}/{name.tag}: no such file or directory"}
                 return
@@ -1897,7 +1902,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._stream_or_single(events(), req)
 
     # ---- Ollama: generate / chat / embed -------------------------------------------------
-    def _model_for_run(self, req: dict[str, Any]) -> tuple[str, _Installed]:
+    def _model_for_run(self, req: dict[str, Any], *,
+                       embed: bool = False) -> tuple[str, _Installed]:
         raw = req.get("model") or ""
         if not raw:
             raise _ApiError(400, "model is required")
@@ -1906,6 +1912,9 @@ class _Handler(BaseHTTPRequestHandler):
         except UsageError:
             raise _ApiError(404, f"model '{raw}' not found") from None
         inst = self.d._get_installed(name)
+        if inst is None and self.d.llama_server:  # the texts of a real 0.32.15
+            raise _ApiError(404, f"model {json.dumps(raw)} not found, try pulling it first"
+                            if embed else f"model '{raw}' not found")
         if inst is None:
             raise _ApiError(404, f"model '{raw}' not found, try pulling it first")
         return raw, inst
@@ -2007,7 +2016,11 @@ class _Handler(BaseHTTPRequestHandler):
     def api_embed(self) -> None:
         d = self.d
         req = self._json()
-        raw, inst = self._model_for_run(req)
+        raw, inst = self._model_for_run(req, embed=True)
+        if d.llama_server and "embedding" not in d._caps(inst):
+            # 0.30+: llama-server runs a completion model without --embeddings.
+            raise _ApiError(501, "This server does not support embeddings. Start it with "
+                                 "`--embeddings`")
         inputs = req.get("input")
         items = inputs if isinstance(inputs, list) else [inputs or ""]
         loaded, load_ns = d._load(inst, req.get("options") or {}, req.get("keep_alive"))
@@ -2021,7 +2034,7 @@ class _Handler(BaseHTTPRequestHandler):
     def api_embeddings(self) -> None:
         d = self.d
         req = self._json()
-        _, inst = self._model_for_run(req)
+        _, inst = self._model_for_run(req, embed=True)
         d._load(inst, req.get("options") or {}, req.get("keep_alive"))
         vector = d._embedding(str(req.get("prompt") or ""), inst.source.embedding_length)
         self.send_json(200, {"embedding": [float(x) for x in vector]})
@@ -2077,23 +2090,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _openai_error(self, status: int, message: str) -> None:
         kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
         self.send_json(status, {"error": {"message": message, "type": kind, "param": None,
-                                          "code": None}})
+                                          "code": None}}, ctype=PLAIN_JSON_CT)
 
     def v1_models(self) -> None:
         data = [{"id": m.name.short, "object": "model", "created": m.modified_ns // 10**9,
                  "owned_by": m.name.namespace} for m in self.d._installed_sorted()]
-        self.send_json(200, {"object": "list", "data": data})
+        self.send_json(200, {"object": "list", "data": data}, ctype=PLAIN_JSON_CT)
 
     def v1_model(self, raw: str) -> None:
         try:
-            inst = self.d._get_installed(parse_name(raw))
+            name: ModelName | None = parse_name(raw)
         except UsageError:
-            inst = None
+            name = None
+        inst = self.d._get_installed(name) if name is not None else None
         if inst is None:
-            self._openai_error(404, f"model '{raw}' not found")
+            shown = name.short if name is not None and self.d.llama_server else raw
+            self._openai_error(404, f"model '{shown}' not found")
             return
         self.send_json(200, {"id": raw, "object": "model", "created": inst.modified_ns // 10**9,
-                             "owned_by": inst.name.namespace})
+                             "owned_by": inst.name.namespace}, ctype=PLAIN_JSON_CT)
 
     def _openai_run(self) -> tuple[dict[str, Any], str, _Loaded, int] | None:
         try:
@@ -2126,16 +2141,19 @@ class _Handler(BaseHTTPRequestHandler):
         finish = "length" if plan["done_reason"] == "length" else "stop"
         if req.get("stream"):
             self.start_stream("text/event-stream")
-            for text in plan["tokens"]:
+            new = self.d.llama_server  # 0.30+: as a real 0.32.15 streams
+            for i, text in enumerate(plan["tokens"]):
+                delta = {"content": text} if new and i else {"role": "assistant",
+                                                             "content": text}
                 self._sse(go_json({
                     "id": ident, "object": "chat.completion.chunk", "created": created,
                     "model": raw, "system_fingerprint": "fp_ollama",
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
-                                 "finish_reason": None}]}))
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             self._sse(go_json({
                 "id": ident, "object": "chat.completion.chunk", "created": created,
                 "model": raw, "system_fingerprint": "fp_ollama",
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                "choices": [{"index": 0, "delta": {} if new else {"role": "assistant",
+                                                                  "content": ""},
                              "finish_reason": finish}]}))
             self._sse("[DONE]")
             self.end_stream()
@@ -2147,7 +2165,8 @@ class _Handler(BaseHTTPRequestHandler):
                          "finish_reason": finish}],
             "usage": {"prompt_tokens": plan["prompt_eval_count"],
                       "completion_tokens": plan["eval_count"],
-                      "total_tokens": plan["prompt_eval_count"] + plan["eval_count"]}})
+                      "total_tokens": plan["prompt_eval_count"] + plan["eval_count"]}},
+            ctype=PLAIN_JSON_CT)
 
     def v1_responses(self) -> None:
         run = self._openai_run()
@@ -2175,7 +2194,27 @@ class _Handler(BaseHTTPRequestHandler):
         usage = {"input_tokens": plan["prompt_eval_count"], "output_tokens": plan["eval_count"],
                  "total_tokens": plan["prompt_eval_count"] + plan["eval_count"]}
 
+        rich = self.d.llama_server  # 0.30+: the fuller object a real 0.32.15 sends
+        if rich:
+            usage.update(input_tokens_details={"cached_tokens": 0},
+                         output_tokens_details={"reasoning_tokens": 0})
+
         def response(status: str, output: list[Any], with_usage: bool) -> dict[str, Any]:
+            if rich:
+                return {
+                    "id": rid, "object": "response", "created_at": created,
+                    "completed_at": created if status == "completed" else None,
+                    "status": status, "incomplete_details": None, "model": raw,
+                    "previous_response_id": None, "instructions": req.get("instructions"),
+                    "output": output, "error": None, "tools": req.get("tools") or [],
+                    "tool_choice": req.get("tool_choice", "auto"), "truncation": "disabled",
+                    "parallel_tool_calls": True, "text": {"format": {"type": "text"}},
+                    "top_p": 1, "presence_penalty": 0, "frequency_penalty": 0,
+                    "top_logprobs": 0, "temperature": 1, "reasoning": None,
+                    "usage": usage if with_usage else None, "max_output_tokens": max_tokens,
+                    "max_tool_calls": None, "store": False, "background": False,
+                    "service_tier": "default", "metadata": {}, "safety_identifier": None,
+                    "prompt_cache_key": None}
             return {"id": rid, "object": "response", "created_at": created, "status": status,
                     "error": None, "incomplete_details": None,
                     "instructions": req.get("instructions"), "model": raw, "output": output,
@@ -2184,29 +2223,32 @@ class _Handler(BaseHTTPRequestHandler):
                     "tools": req.get("tools") or [],
                     "usage": usage if with_usage else None}
 
-        part = {"type": "output_text", "text": plan["text"], "annotations": []}
+        logprobs: dict[str, Any] = {"logprobs": []} if rich else {}
+        part = {"type": "output_text", "text": plan["text"], "annotations": [], **logprobs}
         message = {"id": mid, "type": "message", "status": "completed", "role": "assistant",
                    "content": [part]}
         if not req.get("stream"):
-            self.send_json(200, response("completed", [message], True))
+            self.send_json(200, response("completed", [message], True), ctype=PLAIN_JSON_CT)
             return
         self.start_stream("text/event-stream")
         seq = itertools.count()
 
         def event(kind: str, **payload: Any) -> None:
-            self._sse(go_json({"type": kind, "sequence_number": next(seq), **payload}), kind)
+            data = {"type": kind, "sequence_number": next(seq), **payload}
+            # 0.30+ encodes the events from maps: every object's keys come sorted.
+            self._sse(go_json(_sorted_keys(data) if rich else data), kind)
 
         event("response.created", response=response("in_progress", [], False))
         event("response.in_progress", response=response("in_progress", [], False))
         event("response.output_item.added", output_index=0,
               item={**message, "status": "in_progress", "content": []})
         event("response.content_part.added", item_id=mid, output_index=0, content_index=0,
-              part={"type": "output_text", "text": "", "annotations": []})
+              part={"type": "output_text", "text": "", "annotations": [], **logprobs})
         for text in plan["tokens"]:
             event("response.output_text.delta", item_id=mid, output_index=0, content_index=0,
-                  delta=text)
+                  delta=text, **logprobs)
         event("response.output_text.done", item_id=mid, output_index=0, content_index=0,
-              text=plan["text"])
+              text=plan["text"], **logprobs)
         event("response.content_part.done", item_id=mid, output_index=0, content_index=0,
               part=part)
         event("response.output_item.done", output_index=0, item=message)
@@ -2512,6 +2554,11 @@ class OllamaTestServer:
     @property
     def supports_responses(self) -> bool:
         return version_tuple(self.version) >= (0, 13, 4)
+
+    @property
+    def llama_server(self) -> bool:
+        """Ollama 0.30+ (llama-server engine): the shapes seen on a real 0.32.15."""
+        return version_tuple(self.version) >= (0, 30, 0)
 
     def add_fault(self, kind: str, **kwargs: Any) -> Fault:
         fault = Fault(kind, **kwargs)
@@ -2886,8 +2933,12 @@ class OllamaTestServer:
                 dl.last = time.monotonic()
             dl.refs += 1
         fired: set[int] = set()
+        # 0.30+ reports a download only on its 60 ms tick, and not once it has finished:
+        # a blob that arrives between two ticks has no line at all (a real 0.32.15).
+        ticked = self.llama_server
         try:
-            yield line(int(dl.completed))
+            if not ticked:
+                yield line(int(dl.completed))
             while True:
                 for f, point in self._position_faults(path, name, blob, fired):
                     if dl.completed < point or not self._consume(f):
@@ -2940,7 +2991,8 @@ class OllamaTestServer:
                           if p > dl.completed]
                 with self._lock:
                     self._advance(dl, min([total, *points]))
-                yield line(int(dl.completed))
+                if not ticked or dl.completed < total:
+                    yield line(int(dl.completed))
         finally:
             with self._lock:
                 dl.refs -= 1
@@ -2968,6 +3020,7 @@ class OllamaTestServer:
             with self._lock:
                 pullable = from_name.key in self._catalog
             if not pullable:
+                yield {"status": "pulling manifest"}
                 yield {"error": "pull model manifest: file does not exist"}
                 return
             for ev in self._pull_events(from_name, path):
@@ -2997,9 +3050,10 @@ class OllamaTestServer:
         if req.get("license") is not None:
             lic = req["license"]
             replace(MT_LICENSE, [str(x) for x in lic] if isinstance(lic, list) else [str(lic)])
-        if req.get("parameters"):
+        if req.get("parameters") or any(b.media_type == MT_PARAMS for b in layers):
+            # Ollama merges and writes the parameters again, after the other layers.
             params = base.params()
-            params.update(req["parameters"])
+            params.update(req.get("parameters") or {})
             replace(MT_PARAMS, [go_json(params) + "\n"])
         faults = self._matching_faults(("error_line", "garbage"), path, name)
         first = True
@@ -3078,8 +3132,10 @@ class OllamaTestServer:
         if system:
             resp["system"] = system
         resp["details"] = inst.details(parent=True)
-        empty: list[Any] | None = None if version_tuple(self.version) < (0, 13, 0) else []
-        resp["model_info"] = model.model_info(inst.revision, verbose=verbose, empty=empty)
+        info = model.model_info(inst.revision, verbose=verbose)
+        if self.llama_server:  # 0.30+ lists it although the file may not have it
+            info = dict(sorted({**info, "general.quantization_version": 2}.items()))
+        resp["model_info"] = info
         resp["tensors"] = [{"name": n, "type": t, "shape": list(s)} for n, s, t in model.tensors]
         resp["capabilities"] = self._caps(inst)
         resp["modified_at"] = rfc3339(inst.modified_ns)
@@ -3193,6 +3249,14 @@ class OllamaTestServer:
         raw = [math.sin(seed * 0.001 + i * 0.37) for i in range(dim)]
         norm = math.sqrt(sum(x * x for x in raw)) or 1.0
         return [F32(x / norm) for x in raw]
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def _go_v(value: Any) -> str:

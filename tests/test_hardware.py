@@ -234,15 +234,25 @@ def test_parallel_requests_multiply_the_cache(registry_env, capsys, monkeypatch)
 
 
 def test_quantized_kv_cache_needs_flash_attention(registry_env, capsys, monkeypatch) -> None:
+    """Before 0.30 flash attention is off unless OLLAMA_FLASH_ATTENTION=1; from 0.30 it is
+    `auto` (on), so a quantized cache applies without it."""
     monkeypatch.setenv("OLLAMA_KV_CACHE_TYPE", "q8_0")
-    _, doc, _ = hardware(capsys, "--assume", "ram=64G", "llama3.1:8b", "--num-ctx", "4096")
+    old = "ram=64G,ollama=0.13.5"
+    _, doc, _ = hardware(capsys, "--assume", old, "llama3.1:8b", "--num-ctx", "4096")
     m = one(doc)
     assert m["context"]["kv_cache_type"] == "f16" and m["memory"]["kv_cache"] == 512 * MIB
-    assert any("needs OLLAMA_FLASH_ATTENTION=1" in n for n in m["notes"])
-    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "1")
-    _, doc, _ = hardware(capsys, "--assume", "ram=64G", "llama3.1:8b", "--num-ctx", "4096")
+    assert any("needs flash attention" in n for n in m["notes"])
     # q8_0 stores 32 values in 34 bytes: 512 MiB x 34/64.
+    _, doc, _ = hardware(capsys, "--assume", "ram=64G,ollama=0.32.15", "llama3.1:8b",
+                         "--num-ctx", "4096")
     assert one(doc)["memory"]["kv_cache"] == 512 * MIB * 34 // 64
+    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "1")
+    _, doc, _ = hardware(capsys, "--assume", old, "llama3.1:8b", "--num-ctx", "4096")
+    assert one(doc)["memory"]["kv_cache"] == 512 * MIB * 34 // 64
+    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "0")
+    _, doc, _ = hardware(capsys, "--assume", "ram=64G,ollama=0.32.15", "llama3.1:8b",
+                         "--num-ctx", "4096")
+    assert one(doc)["memory"]["kv_cache"] == 512 * MIB
 
 
 # -- verdicts -------------------------------------------------------------------------------
@@ -275,7 +285,7 @@ def test_require_gpu_fails_a_partial_fit(registry_env, capsys) -> None:
 
 
 def test_largest_context_that_fits_on_the_gpu(registry_env, capsys) -> None:
-    args = ["--assume", "ram=64G,gpu=24G", "llama3.1:8b"]
+    args = ["--assume", "ram=64G,gpu=20G", "llama3.1:8b"]
     _, doc, _ = hardware(capsys, *args, "--num-ctx", "131072")
     m = one(doc)
     assert m["verdict"] == "partial"

@@ -235,7 +235,8 @@ def test_show_like_capture_on_0_12_9(make_ollama: Callable[..., OllamaTestServer
 def test_show_versions_verbose_and_errors(make_ollama: Callable[..., OllamaTestServer]) -> None:
     srv = make_ollama(installed=["llama3.2:1b", "llama3.1:8b", "nomic-embed-text"])
     info = httpx.post(srv.url + "/api/show", json={"model": "llama3.2:1b"}).json()["model_info"]
-    assert info["tokenizer.ggml.tokens"] == [] and info["tokenizer.ggml.merges"] == []
+    # Long arrays are null unless verbose (the 0.12.9 captures and a real 0.32.15 agree).
+    assert info["tokenizer.ggml.tokens"] is None and info["tokenizer.ggml.merges"] is None
     assert info["llama.attention.key_length"] == 64 and info["llama.block_count"] == 16
     info8 = httpx.post(srv.url + "/api/show", json={"model": "llama3.1:8b"}).json()
     mi = info8["model_info"]
@@ -358,7 +359,7 @@ def test_pull_stream_fresh_then_cached(make_ollama: Callable[..., OllamaTestServ
             "total": b["size"], "completed": b["size"]}]
     r = httpx.post(srv.url + "/api/pull", json={"name": "llama3.2:1b", "stream": False})
     assert r.json() == {"status": "success"}
-    assert r.headers["content-type"] == "application/json; charset=utf-8"
+    assert r.headers["content-type"] == "application/json"  # set before gin writes it
 
 
 def test_pull_errors(ollama: OllamaTestServer) -> None:

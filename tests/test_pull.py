@@ -341,3 +341,21 @@ def _weights(srv: OllamaTestServer) -> str:
     manifest = srv.manifest("llama3.2:1b")
     return next(x["digest"] for x in manifest["layers"]
                 if x["mediaType"] == "application/vnd.ollama.image.model")
+
+
+def test_sizes_right_when_ollama_0_30_streams_no_line_for_a_fast_blob(
+        capsys, make_ollama, monkeypatch) -> None:
+    """From 0.30 a blob that arrives between two 60 ms ticks has no progress line at all
+    (a real 0.32.15 pulls tiny with none): size and download come from the server."""
+    srv = serve(make_ollama, monkeypatch, version="0.32.15", download_rate=None)
+    code, doc, _ = pull_json(capsys, srv, "qwen2.5:0.5b")
+    assert code == 0 and len(srv.requests_to("/api/pull", "POST")) == 1
+    (model,) = doc["models"]
+    size = sum(b["size"] for b in [*srv.manifest("qwen2.5:0.5b")["layers"],
+                                   srv.manifest("qwen2.5:0.5b")["config"]])
+    assert (model["status"], model["size"], model["downloaded"]) == ("pulled", size, size)
+    code, doc, _ = pull_json(capsys, srv, "--force", "qwen2.5:0.5b")
+    (model,) = doc["models"]
+    assert (model["status"], model["size"], model["downloaded"]) == ("unchanged", size, 0)
+    code, out, _ = pull(capsys, srv, "--force", "qwen2.5:0.5b")
+    assert f"qwen2.5:0.5b: unchanged ({human_bytes(size)} in " in out

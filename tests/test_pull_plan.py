@@ -88,8 +88,8 @@ def test_dry_run_text(capsys, srv, tmp_path) -> None:
     params = srv.catalog_model("llama3.2:1b").param_size
     assert f"llama3.2:1b      1.3 GB  {params} Q8_0  ({blobs} blobs)" in out
     assert "qwen2.5:0.5b  present, nothing to download" in out
-    assert "total: 1.3 GB to download; " in out
-    assert f"free at {tmp_path / 'models'} (OLLAMA_MODELS): fits" in out
+    assert "total: 1.3 GB to download\n" in out
+    assert f"free at {tmp_path / 'models'} (OLLAMA_MODELS here, a guess): fits" in out
 
 
 def test_dry_run_with_force_counts_present_models(capsys, srv) -> None:

@@ -89,8 +89,8 @@ def _judge(report: Any, address: Any) -> dict[str, dict[str, Any]]:
     names = [m.name for m in report.models]
     if not names:
         return {}
-    judged = assess(names, probe_machine(), address=address, server_version=report.version,
-                    alternatives=False)
+    judged = assess(names, probe_machine(server=address), address=address,
+                    server_version=report.version, alternatives=False)
     result = {}
     for status, model in zip(report.models, judged.models):
         fit = model.fit

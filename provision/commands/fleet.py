@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
                                                     stream=sys.stderr) or _Silent())
     except FleetInterrupted as stop:
         result = stop.result
-        out.error("interrupted: run the same command again to continue; the servers keep "
-                  "what was downloaded")
+        out.error("interrupted: the servers stopped downloading and keep what they have",
+                  "run the same command again to continue where it stopped")
     if args.json:
         out.emit_json(to_json(result))
     elif not args.quiet:

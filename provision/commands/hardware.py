@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="do not ask the registry: models not installed get a rough "
                         "estimate from their tag")
     parser.add_argument("--insecure", action="store_true",
-                        help="the registry in a MODEL's name speaks plain HTTP (as for pull)")
+                        help="the registry in a model name speaks plain HTTP")
     parser.add_argument("--full-header", action="store_true",
                         help="read whole GGUF headers (several MiB each) for exact per-layer "
                         "sizes instead of stopping at 4 MiB")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         address = resolve_host(args.host)
         remote = not address.is_loopback
         machine = probe_machine(disk=Disk(path="", source="remote", free=None) if remote
-                                else None)
+                                else None, server=address)
         if remote:
             out.warn(f"the server {address.url} is another machine: this report judges this "
                      "one (describe the server with --assume, or run this there)")
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         out.warn(note)
     report = assess(names, machine, address=address, num_ctx=args.num_ctx,
                     require=args.require, server_version=version, offline=args.offline,
-                    header_budget=(1 << 30) if args.full_header else None,
-                    insecure=args.insecure)
+                    insecure=args.insecure,
+                    header_budget=(1 << 30) if args.full_header else None)
     if args.json:
         out.emit_json(to_json(report))
     elif out.terminal:
@@ -167,7 +167,13 @@ def _model_json(m: ModelReport) -> dict[str, Any]:
 def _gib(n: int | None) -> str:
     if n is None:
         return "?"
-    return f"{n / GIB:.1f} GiB" if abs(n) >= GIB / 10 else f"{n / (1 << 20):.0f} MiB"
+    if abs(n) >= GIB / 10:
+        return f"{n / GIB:.1f} GiB"
+    if abs(n) >= 10 << 20:
+        return f"{n / (1 << 20):.0f} MiB"
+    if abs(n) >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / 1024:.0f} KiB"
 
 
 def machine_lines(machine: Machine) -> list[str]:
@@ -200,7 +206,10 @@ def machine_lines(machine: Machine) -> list[str]:
     if disk.free is not None and disk.source == "assumed":
         lines.append(f"  disk: {_gib(disk.free)} free (assumed)")
     elif disk.free is not None:
-        lines.append(f"  disk: {_gib(disk.free)} free in {disk.path} ({disk.source})")
+        from provision.models_dir import SOURCES
+
+        lines.append(f"  disk: {_gib(disk.free)} free in {disk.path} "
+                     f"({SOURCES.get(disk.source, disk.source)})")
     else:
         lines.append("  disk: unknown (" + ("remote server" if disk.source == "remote"
                                              else "not given") + ")")
@@ -233,11 +242,12 @@ def _details(m: ModelReport) -> list[str]:
         return []
     fit, needs = m.fit, m.needs
     assert needs is not None
+    compute = "compute" if fit.settings.engine == "llama-server" else "graph"
     lines = [f"  {m.name}: weights {_gib(fit.weights)} + KV cache {_gib(fit.kv_cache)} "
              f"({fit.settings.num_ctx} x {fit.settings.parallel}, {fit.settings.kv_type}) + "
-             f"graph {_gib(fit.graph)}"
-             + (f" + GPU minimum {_gib(fit.gpu_overhead)}" if fit.gpu_overhead else "")
-             + f"; context from {fit.settings.num_ctx_source}"]
+             f"{compute} {_gib(fit.graph)}"
+             + (f" + GPU minimum {_gib(fit.gpu_overhead)}" if fit.gpu_overhead else ""),
+             f"    context from {fit.settings.num_ctx_source}"]
     if fit.placements:
         lines.append("    on GPU: " + ", ".join(f"gpu{p.gpu} {p.layers} layers {_gib(p.vram)}"
                                                   for p in fit.placements)

@@ -141,8 +141,9 @@ def _pull(out: Output, address: ServerAddress, names: list[ModelName], options: 
         if outcome.status == "failed" and outcome.error is not None:
             out.error(f"{outcome.name.short}: {outcome.error.message}", outcome.error.hint)
     if interrupted:
-        out.error("interrupted: run the same command again to resume; the server keeps "
-                  "what was downloaded")
+        # As Ollama does: a download no client waits for stops, its parts stay on disk.
+        out.error("interrupted: the server stopped downloading and keeps what it has",
+                  "run the same command again to resume where it stopped")
     return exit_code
 
 
@@ -231,7 +232,7 @@ def _dry_run(out: Output, address: ServerAddress, names: list[ModelName],
     with client(address.url, loopback=address.is_loopback) as http:
         inventory = fetch_inventory(http)
     plan = build_plan(names, inventory, force=options.force, insecure=options.insecure,
-                      local=address.is_loopback)
+                      local=address.is_loopback, server=address)
     exit_code = EXIT_OK if plan.ok else EXIT_NOT_READY
     if out.json_mode:
         out.emit_json(plan_to_json(plan, server, exit_code))
@@ -302,13 +303,12 @@ def _render_plan(out: Output, plan: DownloadPlan) -> None:
                       if m.size and m.download is not None and m.download < m.size else "")
             out.line(f"  {label}  {human_bytes(m.download or 0):>9}  {' '.join(facts)}"
                      f"  ({m.blobs} blobs{shared})")
-    total = f"total: {human_bytes(plan.download)} to download"
+    out.line(f"total: {human_bytes(plan.download)} to download")
     if plan.disk is None:
-        total += " (the server is remote: its free disk space is not known here)"
+        out.line("disk: the server is remote, its free space is not known here")
     elif plan.disk.free_bytes is None:
-        total += f"; free disk space at {plan.disk.path} unknown"
+        out.line(f"disk: free space at {plan.disk.path} unknown ({plan.disk.described})")
     else:
         verdict = "fits" if plan.fits else "DOES NOT FIT"
-        total += (f"; {human_bytes(plan.disk.free_bytes)} free at {plan.disk.path} "
-                  f"({plan.disk.source}): {verdict}")
-    out.line(total)
+        out.line(f"disk: {human_bytes(plan.disk.free_bytes)} free at {plan.disk.path} "
+                 f"({plan.disk.described}): {verdict}")

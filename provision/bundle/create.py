@@ -1,0 +1,183 @@
+"""`bundle create`: named models, from a source, into one bundle file.
+
+Manifests first (so the index, and with it the whole layout, is known before any blob
+is fetched), then every blob once, streamed into `FILE.partial`, checked, and the file
+renamed into place. A run that stops (Ctrl-C, a failure) leaves `FILE.partial`; the same
+command continues it. An existing FILE with the same index is left alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from provision.bundle.events import (
+    DOWNLOAD,
+    BlobProgress,
+    ModelFinished,
+    ModelStarted,
+    Notice,
+    NullReporter,
+    Reporter,
+    StepChanged,
+)
+from provision.bundle.format import (
+    BundleBlob,
+    BundleError,
+    BundleIndex,
+    build_index,
+    manifest_member,
+)
+from provision.bundle.reader import BundleReader
+from provision.bundle.recipe import check_recreatable
+from provision.bundle.writer import BlobSink, BundleWriter, Resumed
+from provision.errors import EXIT_NOT_READY, EXIT_USAGE, ProvisionError
+from provision.output import human_bytes
+
+if TYPE_CHECKING:
+    from provision.bundle.sources import Source
+    from provision.names import ModelName
+    from provision.registry import Manifest
+
+CREATED, UNCHANGED = "created", "unchanged"
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    path: Path
+    status: str  # created / unchanged
+    index: BundleIndex
+    size: int  # bytes of the bundle file
+    fetched: int  # bytes this run took from the source
+    kept: int  # blob bytes an interrupted run had written and this one kept
+    duration: float
+
+
+def create_bundle(names: list[ModelName], source: Source, path: Path, *,
+                  force: bool = False, reporter: Reporter | None = None) -> CreateResult:
+    """Bundle `names` from `source` into `path`. Raises BundleError / ProvisionError on a
+    failure (the partial file stays for the next run) and KeyboardInterrupt on Ctrl-C."""
+    report = reporter or NullReporter()
+    started = time.monotonic()
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ProvisionError(f"cannot write {path}: {path.parent} is not a directory",
+                             exit_code=EXIT_USAGE)
+    manifests = _manifests(names, source, report)
+    index = build_index((m.name, m.raw, [(x.digest, x.size) for x in (m.config, *m.layers)])
+                        for m in manifests)
+    writer = BundleWriter(path, index, {manifest_member(m.name): m.raw for m in manifests})
+    if _same_bundle(path, index, force=force):
+        return CreateResult(path=path, status=UNCHANGED, index=index, size=writer.size,
+                            fetched=0, kept=0, duration=time.monotonic() - started)
+    _check_disk(path, writer)
+    owners = _first_users(index, manifests)
+    try:
+        resumed = writer.start()
+        fetched = 0
+        sizes = {m.name.key: m.total_size for m in manifests}
+        for model in index.models:
+            fetched += _fetch_model(model.name, index, owners, resumed, writer, source,
+                                    report)
+            report.handle(ModelFinished(model.name.short, True,
+                                        f"bundled ({human_bytes(sizes[model.name.key])})"))
+        report.handle(StepChanged("", f"writing {path.name}", slow=True))
+        writer.finish()
+    except OSError as exc:  # the disk filled up, the folder is read-only, ...
+        raise ProvisionError(f"cannot write {writer.partial}: {exc.strerror or exc}",
+                             exit_code=EXIT_NOT_READY,
+                             hint="run the same command again once that is fixed: it "
+                             "continues where it stopped") from None
+    finally:
+        writer.close()
+    return CreateResult(path=path, status=CREATED, index=index, size=writer.size,
+                        fetched=fetched, kept=resumed.bytes_kept,
+                        duration=time.monotonic() - started)
+
+
+def _fetch_model(name: ModelName, index: BundleIndex, owners: dict[str, ModelName],
+                 resumed: Resumed, writer: BundleWriter, source: Source,
+                 report: Reporter) -> int:
+    """Fetch the blobs this model is the first to use; the bytes fetched."""
+    short = name.short
+    todo = [b for b in index.blobs
+            if owners[b.digest].key == name.key and b.digest not in resumed.complete]
+    kept = resumed.partial[1] if resumed.partial and any(
+        b.digest == resumed.partial[0] for b in todo) else 0
+    report.handle(ModelStarted(short, DOWNLOAD, sum(b.size for b in todo) - kept))
+    if kept:
+        report.handle(Notice(short, f"resuming an interrupted run: {human_bytes(kept)} of "
+                                    f"blob {resumed.partial[0][7:19]} already written"))
+    fetched = 0
+    for blob in todo:
+        sink = writer.sink(blob)
+        first = sink.written
+
+        def progress(count: int, blob: BundleBlob = blob, sink: BlobSink = sink,
+                     first: int = first) -> None:
+            report.handle(BlobProgress(short, blob.digest, blob.size, sink.written, first))
+
+        fetched += source.copy(name, sink, progress, lambda text: report.handle(
+            Notice(short, text)))
+    return fetched
+
+
+def _manifests(names: list[ModelName], source: Source, report: Reporter) -> list[Manifest]:
+    manifests = []
+    for name in names:
+        report.handle(StepChanged(name.short, f"reading the manifest from {source.label}"))
+        manifest = source.manifest(name)
+        problem = check_recreatable(manifest)
+        if problem:
+            raise BundleError(f"{name.short} cannot be bundled: {problem}",
+                              exit_code=EXIT_NOT_READY)
+        manifests.append(manifest)
+    return manifests
+
+
+def _same_bundle(path: Path, index: BundleIndex, *, force: bool) -> bool:
+    """True when `path` is already this bundle; an error when it is something else."""
+    if not path.exists():
+        return False
+    try:
+        existing = BundleReader(path)
+        same = existing.index == index and existing.file_size == existing.expected_size
+    except BundleError:
+        same = False
+    if same:
+        return True
+    if not force:
+        raise ProvisionError(f"{path} exists and is not this bundle (other models or "
+                             "versions)", exit_code=EXIT_USAGE,
+                             hint="--force replaces it, or choose another file with -o")
+    return False
+
+
+def _check_disk(path: Path, writer: BundleWriter) -> None:
+    have = writer.partial.stat().st_size if writer.partial.exists() else 0
+    need = writer.size - have
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return  # cannot tell: the write itself will say
+    if need > free:
+        raise ProvisionError(
+            f"not enough disk space at {path.parent}: the bundle needs {human_bytes(need)} "
+            f"more, {human_bytes(free)} is free", exit_code=EXIT_NOT_READY,
+            hint="free space there, or write the bundle elsewhere with -o")
+
+
+def _first_users(index: BundleIndex, manifests: list[Manifest]) -> dict[str, ModelName]:
+    """The model each blob is fetched for (a registry serves blobs per repository)."""
+    by_key = {m.name.key: m for m in manifests}
+    owners: dict[str, ModelName] = {}
+    for model in index.models:
+        manifest = by_key[model.name.key]
+        for layer in (manifest.config, *manifest.layers):
+            owners.setdefault(layer.digest, manifest.name)
+    return owners
+
+
