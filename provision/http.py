@@ -48,15 +48,13 @@ USER_AGENT = f"ollama-provision/{__version__}"
 KIB, MIB = 1 << 10, 1 << 20
 
 # Decoded body bytes per endpoint (fnmatch on the URL path; the first match wins). Each is
-# many times what a real server sends, and small enough that a hostile one cannot make the
-# tool hold more than a few hundred MB, parsed JSON included (JSON objects in Python take
-# up to ~25x their text).
+# many times what a real server sends; parsed, the JSON in it is bounded by MAX_VALUES.
 BUDGETS: tuple[tuple[str, int | None], ...] = (
     ("*/api/pull", None),  # a stream of progress lines: pull.py bounds each line
     ("*/api/blobs/*", 64 * KIB),  # an upload's short answer
     ("*/api/version", 64 * KIB),  # {"version":"0.13.5"}
     ("*/api/tags", 8 * MIB),  # ~350 bytes per model: room for 20,000 models
-    ("*/api/show", 16 * MIB),  # verbose: whole tokenizer arrays, ~7 MB for Llama 3
+    ("*/api/show", 4 * MIB),  # verbose (whole tokenizer arrays, ~7 MB): VERBOSE_SHOW
     ("*/api/ps", 1 * MIB),
     ("*/api/create", 1 * MIB),  # a few status lines
     ("/v2/*/manifests/*", 4 * MIB),  # what Docker's registry itself accepts
@@ -64,6 +62,7 @@ BUDGETS: tuple[tuple[str, int | None], ...] = (
     ("*/api/*", 1 * MIB),  # generate, embed, delete (non-streamed, short answers)
     ("*/v1/*", 1 * MIB),  # the OpenAI-compatible endpoints verify asks
 )
+VERBOSE_SHOW = 16 * MIB  # /api/show with "verbose": the budget its caller asks for
 DEFAULT_BUDGET = 64 * KIB  # `/`, token endpoints, anything else
 ERROR_BUDGET = 64 * KIB  # what is read of an error page in a stream without a budget
 HEADERS_BUDGET = 100 * KIB  # httpcore's own bound on a response's status line and headers
@@ -77,6 +76,19 @@ DEADLINES: tuple[tuple[str, float | None], ...] = (
 )
 # A request may carry its own: extensions={"budget": bytes or None, "deadline": seconds or
 # None}, for what only its caller can size (a blob range, a whole blob it paces itself).
+
+# JSON values an answer may hold, counted on its text before it is parsed (upper bounds:
+# values = commas + brackets + braces, or quotes / 2; containers = brackets + braces;
+# members of objects = colons). JSON of tiny values takes up to ~25x its size as Python
+# objects (an empty string 49 bytes, an object member ~150); with these caps a parsed
+# answer stays near 100 MB at most, whatever its shape. Real answers: a verbose /api/show
+# has ~800,000 values (the tokenizer's tokens, merges, types), ~3,000 containers and
+# ~5,000 members (tensors); /api/tags ~12 values, 2 containers, 15 members per model.
+MAX_VALUES: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("*/api/show", (1_500_000, 50_000, 100_000)),
+    ("*/api/tags", (300_000, 60_000, 300_000)),
+)
+DEFAULT_MAX_VALUES = (100_000, 20_000, 100_000)  # (values, containers, members)
 
 ACCEPT_ENCODING = "gzip, deflate"  # what this module decodes (bounded); nothing else
 _PIECE = 64 * KIB  # most decoded bytes produced from one compressed chunk at a time
@@ -536,13 +548,26 @@ def _checked_proxy(value: str, variable: str) -> str:
 
 
 def json_body(response: httpx.Response) -> Any:
-    """The body as JSON (see `json_loads`)."""
-    return json_loads(response.content)
+    """The body as JSON (see `json_loads`), with its endpoint's MAX_VALUES."""
+    path = response.request.url.path
+    limits = next((n for pattern, n in MAX_VALUES if fnmatch.fnmatchcase(path, pattern)),
+                  DEFAULT_MAX_VALUES)
+    return json_loads(response.content, max_values=limits)
 
 
-def json_loads(data: str | bytes) -> Any:
-    """JSON from a server. ValueError for anything that is not sane JSON: invalid, nested
-    deeper than Python can parse, numbers out of range (1e400), NaN."""
+def json_loads(data: str | bytes, *,
+               max_values: tuple[int, int, int] = DEFAULT_MAX_VALUES) -> Any:
+    """JSON from a server. ValueError for anything that is not sane JSON: invalid, more
+    (values, containers, object members) than `max_values`, nested deeper than Python can
+    parse, numbers out of range (1e400), NaN."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    containers = raw.count(b"[") + raw.count(b"{")
+    values = max(raw.count(b",") + containers, raw.count(b'"') // 2)
+    members = raw.count(b":")
+    if values > max_values[0] or containers > max_values[1] or members > max_values[2]:
+        raise ValueError(f"the JSON holds more than {max_values[0]:,} values, "
+                         f"{max_values[1]:,} objects and arrays or {max_values[2]:,} "
+                         "members: too many for this answer")
     try:
         return json.loads(data, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:

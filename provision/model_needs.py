@@ -155,7 +155,7 @@ def fetch_installed(http: httpx.Client, name: ModelName,
                     installed: InstalledModel | None) -> ModelNeeds:
     import httpx
 
-    from provision.http import json_body
+    from provision.http import VERBOSE_SHOW, json_body
 
     try:
         response = http.post("/api/show", json={"model": name.short})
@@ -167,7 +167,8 @@ def fetch_installed(http: httpx.Client, name: ModelName,
         if any(v in ([], None) for k, v in info.items()
                if k.startswith(f"{arch}.attention.head_count")):
             # Non-verbose /api/show empties arrays longer than 5 (per-layer head counts).
-            response = http.post("/api/show", json={"model": name.short, "verbose": True})
+            response = http.post("/api/show", json={"model": name.short, "verbose": True},
+                                 extensions={"budget": VERBOSE_SHOW})
             response.raise_for_status()
             verbose = _object(json_body(response), name)
     except (httpx.HTTPError, ValueError) as exc:

@@ -12,6 +12,7 @@ Behaviours (each a function `(handler) -> None` that answers one request):
 
 - ``endless_json(prefix, item)``  200, chunked, `prefix` then `item` forever, as fast as
   the client reads (``/api/tags`` that never ends)
+- ``many_models(count)``          200, a well-formed `/api/tags` listing `count` models
 - ``gzip_bomb(prefix, decoded)``  200, ``Content-Encoding: gzip``: `prefix` then zeros,
   `decoded` bytes once decompressed (4 GiB by default), ~1 KB sent per MiB of it
 - ``garbage_gzip()``              200, ``Content-Encoding: gzip``, a body that is not gzip
@@ -220,6 +221,7 @@ def answer(status: int, body: bytes | str, ctype: str = "application/json",
         h.head(status, {"Content-Type": ctype, "Content-Length": str(len(data)),
                         **(headers or {})})
         h.wfile.write(data)
+        h.server.owner.count(h.path, len(data))
 
     return behave
 
@@ -234,6 +236,26 @@ def endless_json(prefix: bytes = b'{"models":[', item: bytes | None = None) -> B
         block = entry * max(1, (64 * 1024) // len(entry))
         while h.alive():
             h.chunk(block)
+
+    return behave
+
+
+def many_models(count: int = 1_000_000) -> Behaviour:
+    """A well-formed `/api/tags` listing `count` models (~350 MB for a million)."""
+
+    def behave(h: _Handler) -> None:
+        h.head(200, {"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        h.chunk(b'{"models":[')
+        sent = 0
+        while sent < count and h.alive():
+            batch = min(1000, count - sent)
+            h.chunk(b",".join(b'{"name":"m%d:latest","model":"m%d:latest","size":%d,'
+                              b'"digest":"%s","details":{"family":"llama"}}'
+                              % (i, i, i, b"ab" * 32) for i in range(sent, sent + batch))
+                    + (b"," if sent + batch < count else b""))
+            sent += batch
+        h.chunk(b"]}")
+        h.end()
 
     return behave
 
@@ -404,5 +426,5 @@ def hostile(upstream: str | None = None) -> Iterator[HostileServer]:
 
 
 __all__ = ["HostileServer", "Run", "run_cli", "cli_env", "relay", "ignore_range", "answer",
-           "endless_json", "gzip_bomb", "garbage_gzip", "deep_json", "slow_headers",
+           "endless_json", "many_models", "gzip_bomb", "garbage_gzip", "deep_json", "slow_headers",
            "slow_body", "endless_headers", "after", "hostile"]

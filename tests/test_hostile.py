@@ -137,8 +137,19 @@ def test_slow_servers_end_at_their_deadlines(make_ollama, make_hostile, tmp_path
     assert "rough" in hardware.out, hardware.out + hardware.err  # judged offline instead
 
 
+def test_json_of_tiny_values_is_refused_before_it_is_parsed(make_ollama, make_hostile) -> None:
+    """8 MiB of `{}` would be 2.8 million Python dicts (~250 MB): counted first, refused."""
+    body = b'{"models":[' + b"{}," * 2_796_000 + b"{}]}"
+    srv = make_hostile(make_ollama().url).on("/api/tags", answer(200, body))
+    run = run_cli("check", "--host", srv.url)
+    bounded(run, 20)
+    assert run.peak_mb < 80
+    assert run.code == 1 and "holds more than 300,000 values, 60,000 objects" in run.err
+
+
 def test_deep_json_is_one_line(make_ollama, make_hostile) -> None:
-    srv = make_hostile(make_ollama().url).on("/api/tags", deep_json(100_000))
+    # 50,000 deep: within the count of arrays, past what Python's parser recurses into.
+    srv = make_hostile(make_ollama().url).on("/api/tags", deep_json(50_000))
     run = run_cli("check", "--host", srv.url)
     bounded(run, 20)
     assert run.code == 1 and "the JSON is nested too deeply" in run.err
