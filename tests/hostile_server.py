@@ -375,9 +375,11 @@ with open(report, "a") as f:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
-            signal_after: tuple[float, int] | None = None) -> Run:
+            signal_after: tuple[float, int] | None = None,
+            signal_when: tuple[Callable[[], bool], int] | None = None) -> Run:
     """`python -m provision ARGS` as its own process; killed (and reported with code -9)
-    after `timeout` s. `signal_after=(seconds, signum)` sends it a signal meanwhile."""
+    after `timeout` s. `signal_after=(seconds, signum)` sends it a signal meanwhile;
+    `signal_when=(condition, signum)` as soon as the condition holds (polled)."""
     with tempfile.TemporaryDirectory() as work:
         report = Path(work) / "report"
         out_path, err_path = Path(work) / "out", Path(work) / "err"
@@ -388,21 +390,36 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0
                  "provision", *args], cwd=ROOT, env=cli_env() if env is None else env,
                 stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         pid = _child_pid(report)
-        timers = [threading.Timer(timeout, _kill, (pid, signal.SIGKILL))]
+        timers: list[threading.Thread] = [threading.Timer(timeout, _kill,
+                                                          (pid, signal.SIGKILL))]
         if signal_after is not None:
             timers.append(threading.Timer(signal_after[0], _kill, (pid, signal_after[1])))
+        done = threading.Event()
+        if signal_when is not None:
+            timers.append(threading.Thread(target=_signal_when, daemon=True,
+                                           args=(pid, *signal_when, done)))
         for timer in timers:
             timer.start()
         try:
             launcher.wait()
         finally:
+            done.set()
             for timer in timers:
-                timer.cancel()
+                if isinstance(timer, threading.Timer):
+                    timer.cancel()
         seconds = time.monotonic() - begin
         maxrss, code = report.read_text().splitlines()[1].split()
         peak = int(maxrss) * (1 if sys.platform == "darwin" else 1024)
         return Run(int(code), out_path.read_text(errors="replace"),
                    err_path.read_text(errors="replace"), seconds, peak)
+
+
+def _signal_when(pid: int, condition: Callable[[], bool], signum: int,
+                 done: threading.Event) -> None:
+    while not done.wait(0.02):
+        if condition():
+            _kill(pid, signum)
+            return
 
 
 def _child_pid(report: Path) -> int:

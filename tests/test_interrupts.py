@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ def _stalled_server() -> OllamaTestServer:
     return srv
 
 
+def _held(srv: OllamaTestServer) -> Callable[[], bool]:
+    """The pull has reached the stall (the signal lands mid-download)."""
+    weights = next(x["digest"] for x in srv.manifest("llama3.2:1b")["layers"]
+                   if x["mediaType"] == "application/vnd.ollama.image.model")
+    return lambda: srv.partial.get(weights) == 700_000_000
+
+
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_a_signal_during_pull_is_an_interruption_that_resumes(tmp_path, signum) -> None:
     srv = _stalled_server()
@@ -33,7 +41,7 @@ def test_a_signal_during_pull_is_an_interruption_that_resumes(tmp_path, signum) 
         env = cli_env(HOME=str(tmp_path), OLLAMA_PROVISION_REGISTRY=srv.url,
                       OLLAMA_MODELS=str(tmp_path / "models"))
         run = run_cli("pull", "--json", "--host", srv.url, "llama3.2:1b", env=env,
-                      signal_after=(2.0, signum), timeout=30)
+                      signal_when=(_held(srv), signum), timeout=30)
         assert run.code == 130, run.err
         assert "error: interrupted:" in run.err and "run the same command again" in run.err
         assert "Traceback" not in run.err
@@ -54,7 +62,7 @@ def test_a_signal_during_apply_still_prints_its_document(tmp_path, signum) -> No
         env = cli_env(HOME=str(tmp_path), OLLAMA_PROVISION_REGISTRY=srv.url,
                       PATH="/usr/bin:/bin", OLLAMA_MODELS=str(tmp_path / "models"))
         run = run_cli("apply", "-f", str(manifest), "--json", "--host", srv.url, "--assume",
-                      "ram=64G", env=env, signal_after=(3.0, signum), timeout=30)
+                      "ram=64G", env=env, signal_when=(_held(srv), signum), timeout=30)
     finally:
         srv.stop()
     assert run.code == 130, run.err
