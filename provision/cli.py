@@ -14,7 +14,7 @@ import sys
 from provision import __version__
 from provision.errors import EXIT_INTERRUPTED, ProvisionError
 
-COMMANDS = ("check", "pull", "config", "hardware", "apply", "fleet", "bundle")
+COMMANDS = ("check", "pull", "config", "env", "hardware", "apply", "fleet", "bundle")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
