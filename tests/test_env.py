@@ -141,7 +141,9 @@ def test_dotenv_and_json() -> None:
     doc = json.loads(env_cli("--host", "127.0.0.1:11500", "--json").stdout)
     assert doc["schema"] == "ollama-provision.env/1"
     assert doc["variables"]["OPENAI_BASE_URL"] == "http://127.0.0.1:11500/v1"
-    assert doc["read_by"]["OPENAI_API_KEY"] == "openai" and doc["clashes"] == []
+    assert doc["read_by"]["OPENAI_API_KEY"] == ["openai"] and doc["clashes"] == []
+    both = json.loads(env_cli("--json", "--client", "ollama", "--client", "g4f").stdout)
+    assert both["read_by"] == {"OLLAMA_HOST": ["ollama", "g4f"], "OLLAMA_PORT": ["g4f"]}
 
 
 def test_github_appends_for_later_steps(tmp_path: Path) -> None:

@@ -111,3 +111,8 @@ def server_url(address: ServerAddress) -> str:
     default = 443 if address.scheme == "https" else 80
     port = "" if address.port == default else f":{address.port}"
     return f"{address.scheme}://{address.netloc.rsplit(':', 1)[0]}{port}{address.path}"
+
+
+def same_url(a: str, b: str) -> bool:
+    """One URL, with or without a trailing slash."""
+    return a.rstrip("/") == b.rstrip("/")

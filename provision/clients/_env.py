@@ -73,7 +73,7 @@ class Clash:
 @dataclass(frozen=True)
 class EnvPlan:
     address: ServerAddress
-    clients: tuple[str, ...]
+    readers: tuple[EnvClient, ...]  # the clients asked for
     variables: tuple[EnvVar, ...]  # what is written
     clashes: tuple[Clash, ...]
     notes: tuple[str, ...]
@@ -104,8 +104,7 @@ def plan_env(address: ServerAddress, clients: Sequence[EnvClient],
         if override:
             variables.append(var)
     notes = tuple(n for c in clients for n in c.notes(address))
-    return EnvPlan(address, tuple(c.name for c in clients), tuple(variables),
-                   tuple(clashes), notes)
+    return EnvPlan(address, tuple(clients), tuple(variables), tuple(clashes), notes)
 
 
 def _conflict(first: EnvVar, second: EnvVar, clients: Sequence[EnvClient],
@@ -170,9 +169,10 @@ def to_json(plan: EnvPlan) -> dict[str, object]:
     return {
         "schema": SCHEMA,
         "server": plan.address.url,
-        "clients": list(plan.clients),
+        "clients": [c.name for c in plan.readers],
         "variables": {v.name: v.value for v in plan.variables},
-        "read_by": {v.name: v.client for v in plan.variables},
+        "read_by": {v.name: [c.name for c in plan.readers if any(
+            x.name == v.name for x in c.variables(plan.address))] for v in plan.variables},
         "clashes": [{"name": c.name, "client": c.client, "found": c.shown,
                      "replaced": c.replaced} for c in plan.clashes],
         "notes": list(plan.notes),

@@ -8,18 +8,14 @@ dbgpt/model/proxy/llms/ollama.py) for a `proxy/ollama` model that names none.
 
 from __future__ import annotations
 
-from provision.clients._base import EnvClient, EnvVar, server_url
+from provision.clients._base import EnvClient, EnvVar, same_url, server_url
 from provision.host import ServerAddress
-
-
-def _same_url(a: str, b: str) -> bool:
-    return a.rstrip("/") == b.rstrip("/")
 
 
 def _variables(address: ServerAddress) -> tuple[EnvVar, ...]:
     url = server_url(address)
-    return (EnvVar("OLLAMA_BASE_URL", url, "base-url", _same_url),
-            EnvVar("OLLAMA_API_BASE", url, "base-url", _same_url))
+    return (EnvVar("OLLAMA_BASE_URL", url, "base-url", same_url),
+            EnvVar("OLLAMA_API_BASE", url, "base-url", same_url))
 
 
 CLIENT = EnvClient(

@@ -110,7 +110,8 @@ def _not_default(data: Mapping[str, Any], role: str, model: str) -> str | None:
     if default is None or _same_model(default, model):
         return None
     return (f"DB-GPT's default {role} model is {default} ({source}), not {model}: "
-            f"choose {model} in DB-GPT, or write with --set-default")
+            f"choose {model} in DB-GPT, or make it the default (--set-default; "
+            "set_default = true in [clients.dbgpt])")
 
 
 CLIENT = ConfigClient(

@@ -8,18 +8,14 @@ these tools would send it to this server.
 
 from __future__ import annotations
 
-from provision.clients._base import EnvClient, EnvVar, server_url
+from provision.clients._base import EnvClient, EnvVar, same_url, server_url
 from provision.host import ServerAddress
 
 PLACEHOLDER_KEY = "ollama"  # any non-empty value: Ollama does not check it
 
 
-def _same_url(a: str, b: str) -> bool:
-    return a.rstrip("/") == b.rstrip("/")
-
-
 def _variables(address: ServerAddress) -> tuple[EnvVar, ...]:
-    return (EnvVar("OPENAI_BASE_URL", f"{server_url(address)}/v1", "openai", _same_url),
+    return (EnvVar("OPENAI_BASE_URL", f"{server_url(address)}/v1", "openai", same_url),
             EnvVar("OPENAI_API_KEY", PLACEHOLDER_KEY, "openai"))
 
 
