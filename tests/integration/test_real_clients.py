@@ -36,6 +36,8 @@ def need(*tools: str) -> None:
     if not missing:
         return
     reason = f"not installed: {', '.join(missing)} (pip install -e '.[test]')"
+    if {"dbgpt", "dbgpt-ext"} & set(missing) and sys.version_info >= (3, 12):
+        reason += "; DB-GPT installs only on Python 3.11 and older (it pins aiohttp 3.8.4)"
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")
     pytest.skip(reason)
