@@ -1,6 +1,7 @@
 """`apply`: the whole job from one manifest, step by step, each step `ok` or `changed`.
 
-check → hardware → plan → pull (and create) → verify → configure → report.
+check → hardware → plan → pull (and create) → verify → configure (Codex, then the
+other [clients]) → report.
 Every step ends in a frozen StepResult; the models' outcomes are gathered in
 ModelResults; `ApplyResult.exit_code` follows the documented exit codes.
 """
@@ -577,6 +578,98 @@ class _Run:
         return self._step("configure", "Codex config", body)
 
 
+    # --- 7. the other clients ([clients]) ------------------------------------------------
+    def configure_clients(self) -> list[str]:
+        """A step per config client, then `env`; their step names."""
+        for name, options in self.manifest.clients.configs:
+            self._configure_client(name, options)
+        if self.manifest.clients.env is not None:
+            self._write_env(self.manifest.clients.env)
+        return [*(n for n, _ in self.manifest.clients.configs),
+                *(["env"] if self.manifest.clients.env is not None else [])]
+
+    def _client_models(self) -> tuple[str | None, str | None]:
+        """The first usable required chat model, and the first usable embedding model."""
+        chat = embedding = None
+        with self._http() as http:
+            for judged in self.judged:
+                key = judged.name.short
+                if not judged.allowed or self.models[key].status == FAILED:
+                    continue
+                if _is_embedding(http, judged.name):
+                    embedding = embedding or key
+                elif judged.spec.required:
+                    chat = chat or key
+        return chat, embedding
+
+    def _configure_client(self, name: str, options: Any) -> StepResult:
+        from provision.clients import ConfigRequest, config_client
+
+        client = config_client(name)
+
+        def body() -> tuple[str, str, dict[str, Any], list[str]]:
+            chat, embedding = self._client_models()
+            chat = options.model or chat
+            if chat is None:
+                return SKIPPED, f"no usable chat model for {name}", {}, []
+            outcome = client.configure(ConfigRequest(
+                address=self.address, model=chat,
+                embedding_model=options.embedding_model or embedding, output=options.path,
+                set_default=options.set_default, dry_run=self.options.dry_run,
+                environ=self.env))
+            for warning in outcome.warnings:
+                self.log.info(f"warning: {warning}")
+            if self.options.dry_run and outcome.file.diff:
+                for line in outcome.file.diff.rstrip("\n").splitlines():
+                    self.log.info(line)
+            data = {"path": outcome.file.path, "models": dict(outcome.models),
+                    "backup": outcome.file.backup, "usage": outcome.usage,
+                    "warnings": list(outcome.warnings)}
+            verb = "would write" if self.options.dry_run else "wrote"
+            summary = (f"{verb} {outcome.file.path}; use: {outcome.usage}" if outcome.changed
+                       else f"{outcome.file.path} unchanged")
+            return (CHANGED if outcome.changed else OK), summary, data, []
+
+        return self._step(name, f"{client.summary.split(':')[0]} config", body)
+
+    def _write_env(self, spec: Any) -> StepResult:
+        def body() -> tuple[str, str, dict[str, Any], list[str]]:
+            from provision.clients import env_client, env_clients
+            from provision.clients._env import plan_env, render, to_json
+
+            names = spec.clients or [n for n, c in env_clients().items() if c.default]
+            plan = plan_env(self.address, [env_client(n) for n in names], self.env,
+                            override=spec.override)
+            for note in plan.notes:
+                self.log.info(f"note: {note}")
+            errors = [c.message for c in plan.kept]
+            data = to_json(plan)
+            text = render(plan, spec.format)
+            if spec.format == "github":
+                target = self.env.get("GITHUB_ENV")
+                if not target:
+                    return SKIPPED, "not under GitHub Actions ($GITHUB_ENV is not set)", \
+                        data, errors
+                if all(self.env.get(v.name) == v.value for v in plan.variables):
+                    return OK, "already set in this step's environment", data, errors
+                if not self.options.dry_run:
+                    with open(target, "a", encoding="utf-8") as f:
+                        f.write(text)
+                changed, where = True, "$GITHUB_ENV"
+            else:
+                from provision.clients._files import replace_file
+
+                result = replace_file(spec.file, text, dry_run=self.options.dry_run)
+                changed, where = result.changed, result.path
+            names_set = ", ".join(v.name for v in plan.variables)
+            verb = "would set" if self.options.dry_run else "set"
+            summary = f"{verb} {names_set} in {where}" if changed else f"{where} unchanged"
+            status = FAILED if errors else (CHANGED if changed else OK)
+            return status, summary, data, errors
+
+        return self._step("env", "variables for other tools", body)
+
+
 def _is_embedding(http: Any, name: ModelName) -> bool:
     import httpx
 
@@ -613,6 +706,7 @@ def _run_steps(run: _Run, manifest: Manifest, options: ApplyOptions) -> ApplyRes
     if options.dry_run:
         if manifest.codex.enabled:
             run.configure()
+        run.configure_clients()
         refused = any(m.required and m.status == FAILED for m in run.models.values())
         failed = refused or any(s.status == FAILED for s in run.steps)
         return _result(run, EXIT_NOT_READY if failed else EXIT_OK)
@@ -623,8 +717,9 @@ def _run_steps(run: _Run, manifest: Manifest, options: ApplyOptions) -> ApplyRes
         run.verify()
     if manifest.codex.enabled:
         run.configure()
+    client_steps = run.configure_clients()
     failed_required = any(m.required and m.status == FAILED for m in run.models.values())
-    failed_step = any(s.status == FAILED and s.name in ("configure", "verify")
+    failed_step = any(s.status == FAILED and s.name in ("configure", "verify", *client_steps)
                       for s in run.steps)
     return _result(run, EXIT_NOT_READY if failed_required or failed_step else EXIT_OK)
 

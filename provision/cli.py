@@ -16,7 +16,7 @@ from provision import __version__
 from provision.errors import EXIT_INTERRUPTED, ProvisionError
 from provision.interrupts import signals_interrupt
 
-COMMANDS = ("check", "pull", "config", "hardware", "apply", "fleet", "bundle")
+COMMANDS = ("check", "pull", "config", "env", "hardware", "apply", "fleet", "bundle")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ nothing), and each error names the file, the key and what was expected.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,6 +67,14 @@ class CodexSpec:
 
 
 @dataclass(frozen=True)
+class ClientsSpec:
+    """[clients]: what else to point at the server (Codex stays in `Manifest.codex`)."""
+
+    configs: tuple[tuple[str, Any], ...] = ()  # (config client, its ClientOptions)
+    env: Any = None  # provision.clients._env.EnvOptions, or None: no variables written
+
+
+@dataclass(frozen=True)
 class VerifySpec:
     enabled: bool = True
     load: bool = True
@@ -91,6 +99,7 @@ class Manifest:
     codex: CodexSpec = CodexSpec()
     verify: VerifySpec = VerifySpec()
     hardware: HardwareSpec = HardwareSpec()
+    clients: ClientsSpec = ClientsSpec()
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -181,7 +190,7 @@ _MODEL_KEYS: dict[str, tuple[Check, str, str]] = {
     "template": (_is_str, "a string", "template"),
     "parameters": (_is_table, "a table of Modelfile parameters", "parameters"),
 }
-_TOP = {"server", "models", "pull", "codex", "verify", "hardware"}
+_TOP = {"server", "models", "pull", "codex", "verify", "hardware", "clients"}
 
 
 def _shown(value: Any) -> str:
@@ -285,6 +294,10 @@ def parse_manifest(text: str, source: str) -> Manifest:
                           ("verify", VerifySpec), ("hardware", HardwareSpec))
         if name in data
     }
+    if "clients" in data:
+        sections["codex"], sections["clients"] = _clients(source, data["clients"],
+                                                          sections.get("codex"),
+                                                          data.get("codex", {}))
     _check_values(source, sections)
     return Manifest(source=source, models=models, **sections)
 
@@ -310,6 +323,69 @@ def _check_cycles(source: str, models: tuple[ModelSpec, ...]) -> None:
                             f"the custom model '{spec.name}' is built from itself")
             seen.add(step)
             current = base_of[step][1]
+
+
+def _clients(source: str, table: Any, codex: CodexSpec | None,
+             codex_table: Any) -> tuple[CodexSpec, ClientsSpec]:
+    """[clients]: each key a client, `true`/`false` or a table of its options."""
+    from provision.clients import config_clients, env_clients
+    from provision.clients._base import CLIENT_OPTIONS, ClientOptions
+    from provision.clients._env import ENV_OPTIONS, EnvOptions
+
+    if not isinstance(table, dict):
+        raise _fail(source, "clients", "expected a table")
+    known = {*config_clients(), "env"}
+    configs: list[tuple[str, Any]] = []
+    env = None
+    for name, value in table.items():
+        key = f"clients.{name}"
+        if name not in known:
+            raise _fail(source, key, "unknown client" + _did_you_mean(name, known)
+                        + f"; known: {', '.join(sorted(known))} (env: the variables of "
+                        f"{', '.join(env_clients())})")
+        if not isinstance(value, (bool, dict)):
+            raise _fail(source, key, f"expected true, false or a table, got {value!r}")
+        if name == "codex":
+            codex = _codex_client(source, value, codex, codex_table)
+        elif name == "env" and value is not False:
+            values = _fields(source, key, value if isinstance(value, dict) else {},
+                             ENV_OPTIONS)
+            for i, client in enumerate(values.get("clients", ())):
+                if client not in env_clients():
+                    raise _fail(source, f"{key}.for[{i}]", f"unknown client '{client}'; "
+                                f"known: {', '.join(env_clients())}")
+            values["clients"] = tuple(dict.fromkeys(values.get("clients", ())))
+            if values.get("format", "dotenv" if "file" in values else "github") != "github" \
+                    and "file" not in values:
+                raise _fail(source, key, f"format '{values['format']}' needs a `file` to "
+                            "write to")
+            values.setdefault("format", "dotenv" if "file" in values else "github")
+            env = EnvOptions(**values)
+        elif value is not False:
+            values = _fields(source, key, value if isinstance(value, dict) else {},
+                             CLIENT_OPTIONS)
+            if "path" not in values:
+                raise _fail(source, key, "needs `path`, the tool's config file")
+            for option in ("model", "embedding_model"):
+                if option in values:
+                    _check_name(source, f"{key}.{option}", values[option])
+            configs.append((name, ClientOptions(**values)))
+    return codex or CodexSpec(), ClientsSpec(tuple(configs), env)
+
+
+def _codex_client(source: str, value: bool | dict[str, Any], codex: CodexSpec | None,
+                  codex_table: Any) -> CodexSpec:
+    """[clients] codex = true / false / { ...[codex]'s keys }, agreeing with [codex]."""
+    if isinstance(value, dict):
+        if codex is not None:
+            raise _fail(source, "clients.codex", "Codex's options are in [codex] too: "
+                        "keep them in one place")
+        return CodexSpec(**_fields(source, "clients.codex", value, _SECTIONS["codex"]))
+    said = codex_table.get("enabled") if isinstance(codex_table, dict) else None
+    if said is not None and said != value:
+        raise _fail(source, "clients.codex", f"is {str(value).lower()} but [codex] enabled "
+                    f"is {str(said).lower()}")
+    return replace(codex or CodexSpec(), enabled=value)
 
 
 def _check_values(source: str, sections: dict[str, Any]) -> None:

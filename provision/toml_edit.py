@@ -53,7 +53,23 @@ class RenameTable:
     new_name: str
 
 
-Op = Union[SetKeys, DeleteTable, RenameTable]
+@dataclass(frozen=True)
+class SetArrayEntry:
+    """In the array of tables `table` (`[[models.llms]]`), the first entry holding all of
+    `match` gets `values`, its other keys left alone; with no such entry, one is added
+    (match and values). Other entries stay as they are."""
+
+    table: TablePath
+    match: tuple[tuple[str, Any], ...]
+    values: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, table: TablePath, match: Mapping[str, Any],
+           values: Mapping[str, Any]) -> SetArrayEntry:
+        return cls(tuple(table), tuple(match.items()), tuple(values.items()))
+
+
+Op = Union[SetKeys, DeleteTable, RenameTable, SetArrayEntry]
 
 
 class TomlError(UsageError):
@@ -123,6 +139,9 @@ def _deep_copy(value: Any) -> Any:
 
 
 def _apply_op(data: dict[str, Any], op: Op) -> None:
+    if isinstance(op, SetArrayEntry):
+        _apply_array_entry(data, op)
+        return
     if isinstance(op, SetKeys):
         node = data
         for key in op.table:
@@ -140,6 +159,33 @@ def _apply_op(data: dict[str, Any], op: Op) -> None:
         del parent[op.table[-1]]
     else:
         parent[op.new_name] = parent.pop(op.table[-1])
+
+
+def _apply_array_entry(data: dict[str, Any], op: SetArrayEntry) -> None:
+    node: Any = data
+    for key in op.table[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise TomlError(f"'{'.'.join(op.table)}' is not in a table in this file; "
+                            "nothing was changed")
+    entries = node.setdefault(op.table[-1], [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise TomlError(f"'{'.'.join(op.table)}' is not an array of tables in this file; "
+                        "nothing was changed")
+    index = find_entry(entries, dict(op.match))
+    if index is None:
+        entries.append({**dict(op.match), **_deep_copy(dict(op.values))})
+    else:
+        entries[index].update(_deep_copy(dict(op.values)))
+
+
+def find_entry(entries: Sequence[Any], match: Mapping[str, Any]) -> int | None:
+    """The index of the first table in `entries` holding every key of `match`."""
+    for index, entry in enumerate(entries):
+        if isinstance(entry, Mapping) and all(
+                k in entry and _unwrap(entry[k]) == v for k, v in match.items()):
+            return index
+    return None
 
 
 def get_table(data: Mapping[str, Any], path: TablePath) -> dict[str, Any] | None:
@@ -209,6 +255,9 @@ def _pruned(value: Any) -> Any:
 
 def _describe(op: Op) -> str:
     name = ".".join(op.table) or "the top level"
+    if isinstance(op, SetArrayEntry):
+        which = ", ".join(f"{k} = {v!r}" for k, v in op.match)
+        return f"set {', '.join(k for k, _ in op.values)} in the [[{name}]] entry ({which})"
     if isinstance(op, SetKeys):
         return f"set {', '.join(k for k, _ in op.values)} in [{name}]"
     if isinstance(op, DeleteTable):
@@ -220,6 +269,8 @@ Strategy = Callable[[str, Any], str]
 
 
 def _strategies(op: Op, current: dict[str, Any]) -> list[Strategy]:
+    if isinstance(op, SetArrayEntry):
+        return [_set_array_entry, _append_array_entry]
     if isinstance(op, SetKeys):
         if not op.table:
             return [_set_top_level, _set_in_place]
@@ -336,7 +387,11 @@ def _has_table(value: Any) -> bool:
 
 
 def _append_table(text: str, op: SetKeys) -> str:
-    block = render_table(op.table, dict(op.values), op.comment)
+    return _join_block(text, render_table(op.table, dict(op.values), op.comment))
+
+
+def _join_block(text: str, block: str) -> str:
+    """`block` after the text, set off by one blank line."""
     if not text.strip():
         return block
     if not text.endswith("\n"):
@@ -399,6 +454,55 @@ def _move_in_place(text: str, op: RenameTable) -> str:
     return _set_in_place(*_move(text, op))
 
 
+def _set_array_entry(text: str, op: SetArrayEntry) -> str:
+    """With tomlkit: the matching entry's keys changed in place, else a new entry after
+    the array's last one (an inline array gets an inline table)."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    node: Any = doc
+    for key in op.table[:-1]:
+        node = node[key]
+    entries = node[op.table[-1]]  # a KeyError (no such array) falls back to appending
+    index = find_entry(entries, dict(op.match))
+    if index is not None:
+        entry = entries[index]
+        for key, value in op.values:
+            if key not in entry or _unwrap(entry[key]) != value:
+                entry[key] = _item(value)
+        return doc.as_string()
+    values = {**dict(op.match), **dict(op.values)}
+    if isinstance(entries, tomlkit.items.AoT):
+        table = tomlkit.table()
+        for key, value in values.items():
+            table[key] = _item(value)
+        before = entries.as_string()
+        # Set off by blank lines: one before it, unless the last entry ends with one, and
+        # one after it, unless nothing follows the array.
+        table.trivia.indent = "" if before.endswith("\n\n") else "\n"
+        if not text.rstrip().endswith(before.rstrip()):
+            table.add(tomlkit.nl())
+        entries.append(table)
+        return doc.as_string()
+    entries.append(_item(values))
+    return doc.as_string()
+
+
+def _append_array_entry(text: str, op: SetArrayEntry) -> str:
+    """A new `[[a.b]]` entry at the end of the file, where it disturbs nothing."""
+    return _join_block(text, render_array_entry(op.table, {**dict(op.match),
+                                                           **dict(op.values)}))
+
+
+def render_array_entry(path: TablePath, values: Mapping[str, Any]) -> str:
+    import tomlkit
+
+    header = ".".join(tomlkit.key(k).as_string() for k in path)
+    lines = "".join(f"{tomlkit.key(k).as_string()} = {tomlkit.item(_item(v)).as_string()}\n"
+                    for k, v in values.items())
+    return f"[[{header}]]\n{lines}"
+
+
 # --- showing an edit ---------------------------------------------------------------------
 
 _SECRET_KEY = (
@@ -429,21 +533,27 @@ def redact(line: str) -> str:
     return re.sub(r"(://)[^/@\s\"']+@", r"\1***@", line)
 
 
-def unified_diff(old: str, new: str, *, label: str) -> str:
-    """A unified diff of two texts, line endings shown as LF; only the values this tool
-    writes are shown, every other value is *** (provision/toml_shown.py)."""
-    from provision.toml_shown import shown_lines
+def unified_diff(old: str, new: str, *, label: str, shown: Any = "codex") -> str:
+    """A unified diff of two texts, line endings shown as LF. In a TOML file of someone
+    else's only the values this tool writes are shown (`shown`: "codex", or the
+    (table, keys) pairs of another format, see provision/toml_shown.py), every other value
+    is "***"; `shown=None` (a file that is the tool's own) hides only what looks like a
+    secret, line by line."""
+    from provision.toml_shown import CODEX, shown_lines
 
-    lines = difflib.unified_diff(
-        _shown(old, shown_lines), _shown(new, shown_lines),
+    keys = CODEX if shown == "codex" else shown
+
+    def lines_of(text: str) -> list[str]:
+        if not text:
+            return []
+        text = text.replace("\r\n", "\n")
+        lines = shown_lines(text, keys) if keys is not None else \
+            [redact(line) for line in text.split("\n")]
+        return lines[:-1] if lines and lines[-1] == "" and text.endswith("\n") else lines
+
+    diff = difflib.unified_diff(
+        lines_of(old), lines_of(new),
         fromfile=f"{label} (before)" if old else "/dev/null",
         tofile=f"{label} (after)", lineterm="",
     )
-    return "".join(line + "\n" for line in lines)
-
-
-def _shown(text: str, shown_lines: Callable[[str], list[str]]) -> list[str]:
-    if not text:
-        return []
-    lines = shown_lines(text.replace("\r\n", "\n"))
-    return lines[:-1] if lines and lines[-1] == "" and text.endswith("\n") else lines
+    return "".join(line + "\n" for line in diff)

@@ -4,7 +4,7 @@ writes. Every other value is `***`: the user's other tables hold tokens under an
 of secret-looking names always misses one. Keys, table headers and comments stay, so a
 diff still says what changed where.
 
-`shown_lines(text)` returns the file's lines (as `text.split("\\n")`), each redacted; the
+`shown_lines(text, shown)` returns the file's lines (as `text.split("\\n")`), each redacted; the
 text must be valid TOML (it always was parsed first), which keeps this scanner small.
 """
 
@@ -16,8 +16,10 @@ import re
 
 from provision.redact import in_text
 
-# (table path pattern, keys whose values are shown): what ollama-provision writes.
-SHOWN: tuple[tuple[tuple[str, ...], frozenset[str]], ...] = (
+# (table path pattern, keys whose values are shown): what ollama-provision writes into
+# Codex's files; another format names its own (provision/clients).
+Shown = tuple[tuple[tuple[str, ...], frozenset[str]], ...]
+CODEX: Shown = (
     (("model_providers", "*"),
      frozenset({"name", "base_url", "wire_api", "env_key", "env_http_headers"})),
     (("model_providers", "*", "env_http_headers"), frozenset({"*"})),  # variable NAMES
@@ -29,17 +31,17 @@ HIDDEN = '"***"'
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def is_shown(path: tuple[str, ...]) -> bool:
+def is_shown(path: tuple[str, ...], shown: Shown = CODEX) -> bool:
     """May the value at this key path be shown?"""
     if not path:
         return False
     table, key = path[:-1], path[-1]
     return any(len(pattern) == len(table) and ("*" in keys or key in keys)
                and all(fnmatch.fnmatchcase(t, p) for t, p in zip(table, pattern))
-               for pattern, keys in SHOWN)
+               for pattern, keys in shown)
 
 
-def shown_lines(text: str) -> list[str]:
+def shown_lines(text: str, shown: Shown = CODEX) -> list[str]:
     lines = text.split("\n")
     starts = [0]
     for line in lines[:-1]:
@@ -70,7 +72,7 @@ def shown_lines(text: str) -> list[str]:
         path = table + tuple(keys)
         first = _line_of(starts, start)
         last = _line_of(starts, max(start, end - 1))
-        if is_shown(path):
+        if is_shown(path, shown):
             for i in range(first, last + 1):
                 out[i] = in_text(out[i])
         else:

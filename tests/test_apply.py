@@ -419,3 +419,25 @@ def test_a_remote_server_is_not_judged_by_this_machine() -> None:
     assert named.allowed and "another machine" in (named.reason or "")
     assert not chosen.allowed and "needs the server's hardware" in (chosen.reason or "")
     assert registry.requests == 0
+
+
+def test_clients_env_clash_fails_the_step_and_keeps_the_users_value(env, capsys,
+                                                                     tmp_path) -> None:
+    serve(env)
+    env.setenv("OPENAI_API_KEY", "sk-users-own-key")
+    out_file = tmp_path / "ollama.env"
+    path = manifest(tmp_path, SMALL + f"""
+[clients]
+codex = false
+env = {{ for = ["openai"], file = "{out_file}" }}
+""")
+    code, doc, err = apply(capsys, "-f", path)
+    assert code == 1
+    written = step(doc, "env")
+    assert written["status"] == "failed"
+    assert written["errors"] == ["OPENAI_API_KEY is already set here (its value not shown): "
+                                 "kept, and openai tools will send it to this server "
+                                 "(--override sets the placeholder instead)"]
+    assert out_file.read_text().startswith("OPENAI_BASE_URL=http://127.0.0.1:")
+    assert "OPENAI_API_KEY" not in out_file.read_text()
+    assert "sk-users-own-key" not in json.dumps(doc) + err

@@ -86,3 +86,59 @@ def test_values_that_would_break_the_run_are_refused_at_load(text: str, message:
     with pytest.raises(UsageError) as info:
         parse_manifest(text, "m.toml")
     assert message in info.value.message
+
+
+# --- [clients] ---------------------------------------------------------------------------
+
+
+def test_clients_table() -> None:
+    manifest = parse_manifest("""
+[clients]
+dbgpt = { path = "~/DB-GPT/configs/dbgpt-ollama.toml", embedding_model = "nomic-embed-text" }
+env = { for = ["openai", "g4f", "openai"] }
+""", "m.toml")
+    assert manifest.codex.enabled  # [clients] without codex: Codex as before
+    ((name, options),) = manifest.clients.configs
+    assert name == "dbgpt" and options.path.endswith("dbgpt-ollama.toml")
+    assert options.embedding_model == "nomic-embed-text" and options.model is None
+    env = manifest.clients.env
+    assert env.clients == ("openai", "g4f") and env.format == "github" and env.file is None
+    with_file = parse_manifest("[clients]\nenv = { file = 'o.env' }\n", "m.toml")
+    assert with_file.clients.env.format == "dotenv"
+    assert parse_manifest("[clients]\nenv = true\n", "m.toml").clients.env.clients == ()
+
+
+def test_clients_codex_agrees_with_codex_table() -> None:
+    assert not parse_manifest("[clients]\ncodex = false\n", "m.toml").codex.enabled
+    table = parse_manifest("[clients.codex]\nprofile = 'local'\n", "m.toml").codex
+    assert table.enabled and table.profile == "local"
+    kept = parse_manifest("[codex]\nprofile = 'p'\n[clients]\ncodex = true\n", "m.toml").codex
+    assert kept.profile == "p" and kept.enabled
+    assert parse_manifest("", "m.toml").clients.configs == ()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[clients]\ndbgtp = true\n", "m.toml: clients.dbgtp: unknown client (did you mean "
+     "'dbgpt'?)"),
+    ("[clients]\ndbgpt = true\n", "m.toml: clients.dbgpt: needs `path`"),
+    ("[clients]\ndbgpt = { path = 'x', modle = 'a' }\n", "m.toml: clients.dbgpt.modle: "
+     "unknown key (did you mean 'model'?)"),
+    ("[clients]\ndbgpt = { path = 'x', model = 'bad name' }\n", "clients.dbgpt.model: "
+     "invalid model name"),
+    ("[clients]\ndbgpt = 'yes'\n", "clients.dbgpt: expected true, false or a table"),
+    ("[clients]\nenv = { for = ['langchain'] }\n", "clients.env.for[0]: unknown client "
+     "'langchain'"),
+    ("[clients]\nenv = { format = 'sh' }\n", "clients.env: format 'sh' needs a `file`"),
+    ("[clients]\nenv = { format = 'xml' }\n", "clients.env.format: expected one of sh, "
+     "dotenv, json, github"),
+    ("[clients.codex]\nprofil = 'x'\n", "clients.codex.profil: unknown key"),
+    ("[codex]\nprofile = 'a'\n[clients.codex]\nprofile = 'b'\n", "clients.codex: Codex's "
+     "options are in [codex] too"),
+    ("[codex]\nenabled = false\n[clients]\ncodex = true\n", "clients.codex: is true but "
+     "[codex] enabled is false"),
+    ("clients = 1\n", "m.toml: clients: expected a table"),
+])
+def test_clients_errors_name_the_key(text: str, expected: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_manifest(text, "m.toml")
+    assert expected in info.value.message

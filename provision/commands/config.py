@@ -23,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", nargs="?", metavar="MODEL",
                         help="the model Codex should use (default: the profile's, else "
                         "gpt-oss:20b)")
+    parser.add_argument("--client", default="codex", metavar="NAME",
+                        help="the tool to configure: codex (default), dbgpt (its TOML, "
+                        "named with --output); see `env` for tools that read variables")
+    parser.add_argument("--embedding-model", metavar="MODEL",
+                        help="dbgpt: also its embedding model ([[models.embeddings]])")
     parser.add_argument("--output", metavar="FILE",
                         help="write a standalone file instead of $CODEX_HOME/config.toml "
                         "(the seed's [model_providers.ollama] table)")
@@ -55,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.client != "codex" or args.embedding_model:
+        from provision.clients._command import run_config
+
+        return run_config(args)  # other clients (an embedding model is not for Codex)
     from pathlib import Path
 
     from provision.codex_config import parse_env_header

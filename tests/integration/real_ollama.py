@@ -42,9 +42,11 @@ _SCRUBBED = ("OLLAMA_HOST", "OLLAMA_MODELS", "OLLAMA_PROVISION_REGISTRY", "HTTP_
 
 
 def shared_ollama() -> Path:
+    """OLLAMA_PROVISION_SHARED names the ollama folder itself (as tests/real_ollama.py
+    reads it) or the shared folder holding it; default ../shared/ollama."""
     base = os.environ.get("OLLAMA_PROVISION_SHARED")
     root = Path(base) if base else REPO / ".." / "shared"
-    return (root / "ollama").resolve()
+    return (root if (root / "bin" / "ollama").is_file() else root / "ollama").resolve()
 
 
 def why_no_server() -> str | None:
