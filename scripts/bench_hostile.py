@@ -107,7 +107,7 @@ CASES = [
              "check", "--host", "{srv}")),
     Case("/api/show: 4 MiB of keys (worst shape)", "100,000 members",
          _on("/api/show", answer(200, b'{"model_info":{' + b",".join(
-             b'"%d":""' % i for i in range(380_000)) + b"}}"), "hardware", "--host", "{srv}",
+             b'"%d":""' % i for i in range(330_000)) + b"}}"), "hardware", "--host", "{srv}",
              "llama3.2:1b"), installed=("llama3.2:1b",)),
     Case("/api/show: 4 MiB of strings (worst shape)", "parsed: within the caps",
          _on("/api/show", answer(200, b'{"x":[' + b'"",' * 1_398_000 + b'""]}'), "hardware",
