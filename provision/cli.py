@@ -1,4 +1,5 @@
-"""The command line: a thin layer that parses arguments and runs one command module.
+"""The command line (`ollama-provision`, or `python -m provision`): a thin layer that
+parses arguments and runs one command module.
 
 Each command lives in `provision/commands/<name>.py` with `register(subparsers)` and
 `run(args) -> int`. Heavy imports happen inside `run`, so `--help` and argument
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import logging
 import sys
 
 from provision import __version__
 from provision.errors import EXIT_INTERRUPTED, ProvisionError
 from provision.interrupts import signals_interrupt
+from provision.output import Output
+from provision.result import CommandResult
 
 COMMANDS = ("check", "pull", "config", "env", "hardware", "apply", "fleet", "bundle")
 
@@ -44,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if getattr(args, "verbose", False):
-        import logging
-
         logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s")
     try:
         with signals_interrupt():
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         if getattr(args, "json", False):  # the commands with partial results print their own
-            print(json.dumps({"schema": f"ollama-provision.{args.command}/1", "ready": False,
-                              "exit_code": EXIT_INTERRUPTED, "interrupted": True}, indent=2))
+            Output(json_mode=True).emit_result(
+                CommandResult(args.command, EXIT_INTERRUPTED, {"interrupted": True}))
         print("\ninterrupted: run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -27,22 +27,36 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import ipaddress
 import json
 import os
 import ssl
+import sys
 import threading
 import time
+import types
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from importlib.util import find_spec
+from typing import Any
 
 from provision import __version__
 from provision.errors import UsageError
+from provision.output import printable
 from provision.redact import credentials
 
-if TYPE_CHECKING:
-    import httpx
+# httpx's __init__ imports its command-line client (`httpx._main`: click, rich and
+# pygments, some 40 ms) whenever click is installed. This tool never runs it: an empty
+# module stands in while httpx is imported (httpx then defines a stub `main` itself).
+_STAND_IN = types.ModuleType("httpx._main")
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", _STAND_IN)
+import httpcore  # noqa: E402
+import httpx  # noqa: E402
+
+if sys.modules.get("httpx._main") is _STAND_IN:
+    del sys.modules["httpx._main"]
 
 USER_AGENT = f"ollama-provision/{__version__}"
 KIB, MIB = 1 << 10, 1 << 20
@@ -113,34 +127,36 @@ class Timeouts:
 
 
 class TooLarge(Exception):
-    """Mixed into an httpx error below: a body or headers past their budget."""
+    """A body or headers past their budget (mixed into an httpx error below)."""
 
 
-def _errors() -> tuple[type, type, type]:
-    """The error types, made lazily: httpx is imported only when a request is made."""
-    global _ERRORS
-    with _ERRORS_LOCK:
-        if _ERRORS is not None:
-            return _ERRORS
-        import httpx
-
-        too_large = type("BodyTooLarge", (httpx.DecodingError, TooLarge), {})
-        deadline = type("DeadlineExceeded", (httpx.ReadTimeout,), {})
-        encoding = type("BadEncoding", (httpx.DecodingError,), {})
-        _ERRORS = (too_large, deadline, encoding)
-        return _ERRORS
+class BodyTooLarge(httpx.DecodingError, TooLarge):
+    """A body past its budget."""
 
 
-_ERRORS: tuple[type, type, type] | None = None
-_ERRORS_LOCK = threading.Lock()
+class DeadlineExceeded(httpx.ReadTimeout):
+    """A request past its total deadline."""
+
+
+class BadEncoding(httpx.DecodingError):
+    """A content encoding that was not asked for, or a body it does not decode."""
 
 
 def is_deadline(exc: BaseException) -> bool:
-    return type(exc).__name__ == "DeadlineExceeded"
+    return isinstance(exc, DeadlineExceeded)
 
 
 def is_too_large(exc: BaseException) -> bool:
     return isinstance(exc, TooLarge)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def budget_for(path: str) -> int | None:
@@ -211,53 +227,54 @@ def _bounded(timeout: float | None, error: type) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-def _backend(inner: Any) -> Any:
+class _BoundedStream(httpcore.NetworkStream):
+    """A socket whose every operation is given at most the time left."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> Any:
+        return _BoundedStream(self._stream.start_tls(
+            ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _BoundedBackend(httpcore.NetworkBackend):
     """httpcore's network backend, each socket operation given at most the time left."""
-    import httpcore
 
-    class Stream(httpcore.NetworkStream):
-        def __init__(self, stream: Any) -> None:
-            self._stream = stream
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
 
-        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None) -> Any:
+        try:
+            return _BoundedStream(self._inner.connect_tcp(
+                host, port, _bounded(timeout, httpcore.ConnectTimeout), local_address,
+                socket_options))
+        except UnicodeError:  # IDNA: a label over 63 characters, an empty one
+            raise httpcore.ConnectError(
+                "invalid host name: a part between dots is empty or longer than 63 "
+                "characters") from None
 
-        def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> Any:
+        return _BoundedStream(self._inner.connect_unix_socket(
+            path, _bounded(timeout, httpcore.ConnectTimeout), socket_options))
 
-        def close(self) -> None:
-            self._stream.close()
-
-        def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                      timeout: float | None = None) -> Any:
-            return Stream(self._stream.start_tls(
-                ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout)))
-
-        def get_extra_info(self, info: str) -> Any:
-            return self._stream.get_extra_info(info)
-
-    class Backend(httpcore.NetworkBackend):
-        def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                        local_address: str | None = None,
-                        socket_options: Any = None) -> Any:
-            try:
-                return Stream(inner.connect_tcp(
-                    host, port, _bounded(timeout, httpcore.ConnectTimeout), local_address,
-                    socket_options))
-            except UnicodeError:  # IDNA: a label over 63 characters, an empty one
-                raise httpcore.ConnectError(
-                    "invalid host name: a part between dots is empty or longer than 63 "
-                    "characters") from None
-
-        def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                socket_options: Any = None) -> Any:
-            return Stream(inner.connect_unix_socket(
-                path, _bounded(timeout, httpcore.ConnectTimeout), socket_options))
-
-        def sleep(self, seconds: float) -> None:
-            inner.sleep(seconds)
-
-    return Backend()
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
 
 
 # --- decoding, bounded ----------------------------------------------------------------------
@@ -292,63 +309,65 @@ class _Decoder:
         return self._zlib.flush(_PIECE) if self._zlib is not None else b""
 
 
-def _body(response: Any, request: Any, budget: int | None, deadline: _Deadline | None,
-          decoder: _Decoder) -> Any:
-    """The response's stream, decoded, with its budget and its deadline."""
-    import httpx
+class _BoundedBody(httpx.SyncByteStream):
+    """A response's stream, decoded, within its budget and its deadline."""
 
-    too_large, deadline_exceeded, bad_encoding = _errors()
-    server = _server(request)
+    def __init__(self, response: Any, request: httpx.Request, budget: int | None,
+                 deadline: _Deadline | None, decoder: _Decoder) -> None:
+        self._response = response
+        self._request = request
+        self._budget = budget
+        self._deadline = deadline
+        self._decoder = decoder
 
-    class Body(httpx.SyncByteStream):
-        def __iter__(self) -> Iterator[bytes]:
-            raw = decoded = 0
-            chunks = iter(response.stream)
-            while True:
-                with _active(deadline):
-                    try:
-                        chunk = next(chunks)
-                    except StopIteration:
-                        break
-                    except httpx.TimeoutException as exc:
-                        _raise_if_late(exc, deadline, request)
-                        raise
-                if deadline is not None and deadline.left <= 0:
-                    # Each chunk came in time, the whole did not (a trickle).
-                    _raise_if_late(None, deadline, request)
-                raw += len(chunk)
+    def __iter__(self) -> Iterator[bytes]:
+        request, budget, deadline, decoder = (self._request, self._budget, self._deadline,
+                                              self._decoder)
+        raw = decoded = 0
+        chunks = iter(self._response.stream)
+        while True:
+            with _active(deadline):
                 try:
-                    for piece in decoder.feed(chunk):
-                        if budget is not None and decoded + len(piece) > budget:
-                            # The bytes up to the budget first: a reader that wants no more
-                            # (a range of a blob) stops before the error.
-                            yield piece[: budget - decoded]
-                            raise too_large(
-                                f"{server} sent more than {size_text(budget)} for "
-                                f"{_what(request)} (the limit for that answer); stopped "
-                                "reading", request=request)
-                        decoded += len(piece)
-                        yield piece
-                    if budget is not None and raw > 2 * budget + _PIECE:
-                        raise too_large(  # compressed input that decodes to nothing
-                            f"{server} sent more than {size_text(budget)} for "
-                            f"{_what(request)} (the limit for that answer); stopped "
-                            "reading", request=request)
-                except zlib.error:
-                    raise bad_encoding(f"{server} sent a body that is not valid "
-                                       f"{decoder.encoding} ({_what(request)})",
-                                       request=request) from None
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except httpx.TimeoutException as exc:
+                    _raise_if_late(exc, deadline, request)
+                    raise
+            if deadline is not None and deadline.left <= 0:
+                # Each chunk came in time, the whole did not (a trickle).
+                _raise_if_late(None, deadline, request)
+            raw += len(chunk)
             try:
-                tail = decoder.flush()
+                for piece in decoder.feed(chunk):
+                    if budget is not None and decoded + len(piece) > budget:
+                        # The bytes up to the budget first: a reader that wants no more
+                        # (a range of a blob) stops before the error.
+                        yield piece[: budget - decoded]
+                        raise _too_large(request, budget)
+                    decoded += len(piece)
+                    yield piece
+                if budget is not None and raw > 2 * budget + _PIECE:
+                    raise _too_large(request, budget)  # compressed input decoding to nothing
             except zlib.error:
-                tail = b""
-            if tail and (budget is None or decoded + len(tail) <= budget):
-                yield tail
+                raise BadEncoding(f"{_server(request)} sent a body that is not valid "
+                                  f"{decoder.encoding} ({_what(request)})",
+                                  request=request) from None
+        try:
+            tail = decoder.flush()
+        except zlib.error:
+            tail = b""
+        if tail and (budget is None or decoded + len(tail) <= budget):
+            yield tail
 
-        def close(self) -> None:
-            response.close()
+    def close(self) -> None:
+        self._response.close()
 
-    return Body()
+
+def _too_large(request: httpx.Request, budget: int) -> BodyTooLarge:
+    return BodyTooLarge(f"{_server(request)} sent more than {size_text(budget)} for "
+                        f"{_what(request)} (the limit for that answer); stopped reading",
+                        request=request)
 
 
 def _server(request: Any) -> str:
@@ -364,8 +383,7 @@ def _raise_if_late(exc: BaseException | None, deadline: _Deadline | None,
                    request: Any) -> None:
     if deadline is None or deadline.left > 0.05:
         return
-    _, deadline_exceeded, _ = _errors()
-    raise deadline_exceeded(
+    raise DeadlineExceeded(
         f"{_server(request)} did not finish answering {_what(request)} within "
         f"{deadline.seconds:g} s (the limit for {deadline.what})", request=request) from exc
 
@@ -373,73 +391,67 @@ def _raise_if_late(exc: BaseException | None, deadline: _Deadline | None,
 # --- the transport ----------------------------------------------------------------------------
 
 
-def _transport(timeouts: Timeouts, environ: Mapping[str, str], verify: bool) -> Any:
-    import httpx
+class _Transport(httpx.BaseTransport):
+    """Routes each request (its proxy; none for loopback) and bounds it."""
 
-    class Transport(httpx.BaseTransport):
-        """Routes each request (its proxy; none for loopback) and bounds it."""
+    def __init__(self, timeouts: Timeouts, environ: Mapping[str, str], verify: bool) -> None:
+        self._timeouts = timeouts
+        self._environ = environ
+        self._verify = verify
+        self._routes: dict[tuple[str | None, bool], httpx.HTTPTransport] = {}
+        self._lock = threading.Lock()
 
-        def __init__(self) -> None:
-            self._routes: dict[tuple[str | None, bool], httpx.HTTPTransport] = {}
-            self._lock = threading.Lock()
+    def route(self, url: httpx.URL) -> httpx.HTTPTransport:
+        proxy = None if is_loopback_host(url.host) else proxy_for(str(url), self._environ)
+        key = (proxy, url.scheme == "https")
+        with self._lock:
+            if key not in self._routes:
+                self._routes[key] = _route(proxy, self._environ, tls=key[1],
+                                           verify=self._verify)
+            return self._routes[key]
 
-        def route(self, url: httpx.URL) -> httpx.HTTPTransport:
-            from provision.host import is_loopback_host
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        total = self._timeouts.total
+        budget = request.extensions.get("budget", budget_for(path))
+        seconds = request.extensions.get("deadline", _deadline_for(path, total))
+        mine = None if seconds is None else _Deadline(
+            time.monotonic() + seconds, seconds, f"{path} requests"
+            if seconds != total else "one request")
+        limit = _earliest(_current(), mine)
+        with _active(limit):
+            try:
+                response = self.route(request.url).handle_request(request)
+            except httpx.TimeoutException as exc:
+                _raise_if_late(exc, limit, request)
+                raise
+            except httpx.RemoteProtocolError as exc:
+                if "buffer too long" in str(exc).lower():
+                    raise BodyTooLarge(
+                        f"{_server(request)} sent headers over {size_text(HEADERS_BUDGET)} "
+                        f"for {_what(request)}; stopped reading", request=request) from exc
+                raise
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "", "gzip", "deflate", "x-gzip"):
+            response.close()
+            raise BadEncoding(f"{_server(request)} answered {_what(request)} in an encoding "
+                              f"that was not asked for ({encoding[:40]})", request=request)
+        decoder = _Decoder("gzip" if encoding == "x-gzip" else encoding)
+        headers = [(k, v) for k, v in response.headers.raw
+                   if k.lower() not in (b"content-encoding", b"content-length")]
+        return httpx.Response(response.status_code, headers=headers,
+                              stream=_BoundedBody(response, request, budget, limit, decoder),
+                              extensions=response.extensions)
 
-            proxy = None if is_loopback_host(url.host) else proxy_for(str(url), environ)
-            key = (proxy, url.scheme == "https")
-            with self._lock:
-                if key not in self._routes:
-                    self._routes[key] = _route(proxy, environ, tls=key[1], verify=verify)
-                return self._routes[key]
-
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            path = request.url.path
-            budget = request.extensions.get("budget", budget_for(path))
-            seconds = request.extensions.get("deadline", _deadline_for(path, timeouts.total))
-            mine = None if seconds is None else _Deadline(
-                time.monotonic() + seconds, seconds, f"{path} requests"
-                if seconds != timeouts.total else "one request")
-            limit = _earliest(_current(), mine)
-            with _active(limit):
-                try:
-                    response = self.route(request.url).handle_request(request)
-                except httpx.TimeoutException as exc:
-                    _raise_if_late(exc, limit, request)
-                    raise
-                except httpx.RemoteProtocolError as exc:
-                    if "buffer too long" in str(exc).lower():
-                        raise _errors()[0](
-                            f"{_server(request)} sent headers over "
-                            f"{size_text(HEADERS_BUDGET)} for {_what(request)}; stopped "
-                            "reading", request=request) from exc
-                    raise
-            encoding = response.headers.get("content-encoding", "identity").strip().lower()
-            if encoding not in ("identity", "", "gzip", "deflate", "x-gzip"):
-                response.close()
-                raise _errors()[2](f"{_server(request)} answered {_what(request)} in an "
-                                   f"encoding that was not asked for ({encoding[:40]})",
-                                   request=request)
-            decoder = _Decoder("gzip" if encoding == "x-gzip" else encoding)
-            headers = [(k, v) for k, v in response.headers.raw
-                       if k.lower() not in (b"content-encoding", b"content-length")]
-            return httpx.Response(response.status_code, headers=headers,
-                                  stream=_body(response, request, budget, limit, decoder),
-                                  extensions=response.extensions)
-
-        def close(self) -> None:
-            with self._lock:
-                routes, self._routes = list(self._routes.values()), {}
-            for route in routes:
-                route.close()
-
-    return Transport()
+    def close(self) -> None:
+        with self._lock:
+            routes, self._routes = list(self._routes.values()), {}
+        for route in routes:
+            route.close()
 
 
 def _route(proxy: str | None, environ: Mapping[str, str], *, tls: bool,
-           verify: bool) -> Any:
-    import httpx
-
+           verify: bool) -> httpx.HTTPTransport:
     context: ssl.SSLContext | bool = verify
     if not tls and not (proxy or "").lower().startswith("https"):
         # Plain HTTP never uses TLS; skip loading the CA bundle (tens of ms on every call).
@@ -456,7 +468,7 @@ def _route(proxy: str | None, environ: Mapping[str, str], *, tls: bool,
     pool = getattr(route, "_pool", None)
     if pool is None or not hasattr(pool, "_network_backend"):
         raise RuntimeError("this httpx/httpcore release has no network backend to bound")
-    pool._network_backend = _backend(pool._network_backend)
+    pool._network_backend = _BoundedBackend(pool._network_backend)
     return route
 
 
@@ -471,12 +483,10 @@ def client(
 ) -> httpx.Client:
     """A client for `base_url`. The proxy (none for loopback) is checked here, so a proxy
     that cannot be used is a UsageError before any request."""
-    import httpx  # lazy: keeps `--help` and argument errors instant
-
     env = os.environ if environ is None else environ
     all_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
     all_headers.update(headers or {})
-    transport = _transport(timeouts, env, verify)
+    transport = _Transport(timeouts, env, verify)
     if not loopback:
         transport.route(httpx.URL(base_url))  # a broken proxy setting fails here, once
     return httpx.Client(
@@ -500,6 +510,7 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
     A value without a scheme means http://, as curl reads it. Raises UsageError for a
     value that cannot be a proxy URL (its credentials never shown).
     """
+    # urllib.request takes some 10 ms to import: only for a host that is not loopback.
     from urllib.request import proxy_bypass_environment
 
     scheme = url.split("://", 1)[0]
@@ -533,14 +544,11 @@ def _checked_proxy(value: str, variable: str) -> str:
                          hint="give a port between 1 and 65535, or unset the variable")
     if not authority.split(":")[0].strip("[]"):
         raise UsageError(f"{shown}: no host in the proxy address")
-    if scheme.lower().startswith("socks"):
-        from importlib.util import find_spec
-
-        if find_spec("socksio") is None:
-            raise UsageError(f"{shown}: a SOCKS proxy needs the Python package socksio, "
-                             "which is not installed",
-                             hint="pip install socksio (in this tool's environment), or use "
-                             "an HTTP proxy")
+    if scheme.lower().startswith("socks") and find_spec("socksio") is None:
+        raise UsageError(f"{shown}: a SOCKS proxy needs the Python package socksio, "
+                         "which is not installed",
+                         hint="pip install socksio (in this tool's environment), or use "
+                         "an HTTP proxy")
     return value
 
 
@@ -602,8 +610,6 @@ def error_text(response: httpx.Response, body: bytes | None = None) -> str:
     """Ollama's error text: `{"error": "..."}`, else the body, else the status line
     (one line, at most 200 characters, control characters escaped). `body`: the part of
     a streamed body that was read."""
-    from provision.output import printable
-
     data = response.content if body is None else body
     raw = data.decode("utf-8", "replace")
     try:

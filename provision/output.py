@@ -12,6 +12,8 @@ import os
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
+from provision.result import CommandResult
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -73,8 +75,9 @@ class Output:
         if diagnosis.detail:
             self.info(f"  ({diagnosis.detail})")
 
-    def emit_json(self, document: Any) -> None:
-        self.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    def emit_result(self, result: CommandResult) -> None:
+        """The command's `--json` document: its envelope, then its fields."""
+        self.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=False) + "\n")
         self.stdout.flush()
 
     @property

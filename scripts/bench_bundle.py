@@ -46,10 +46,10 @@ from provision.bundle import (  # noqa: E402
     provision_from_bundle,
 )
 from provision.bundle.events import BlobProgress  # noqa: E402
-from provision.host import parse_host  # noqa: E402
+from provision.models.registry import RegistryClient  # noqa: E402
 from provision.names import parse_name  # noqa: E402
 from provision.output import human_bytes  # noqa: E402
-from provision.registry import RegistryClient  # noqa: E402
+from provision.server import OllamaServer, parse_host  # noqa: E402
 from tests.real_ollama import (  # noqa: E402
     RealOllama,
     RealRegistry,
@@ -112,7 +112,8 @@ def registry_traffic(bench: Bench, registry: RealRegistry, name: str, counts: li
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=n) as pool:
             outcomes = list(pool.map(
-                lambda s, r=reader: provision_from_bundle(r, parse_host(s.url))[0], servers))
+                lambda s, r=reader: provision_from_bundle(
+                    r, OllamaServer(parse_host(s.url)))[0], servers))
         wall = time.monotonic() - started
         push_gets = registry.blob_gets() - gets_before - bundle_gets
         sent = sum(o.bytes_sent for o in outcomes)
@@ -197,7 +198,7 @@ def upload_throughput(bench: Bench, seed: RealOllama, registry: RealRegistry, na
             bench.retire(server)
         server = bench.server()
         clock = UploadClock()
-        provision_from_bundle(reader, parse_host(server.url), options=PushOptions(),
+        provision_from_bundle(reader, OllamaServer(parse_host(server.url)), options=PushOptions(),
                               reporter=clock)
         ours.append((clock.last or 0) - (clock.first or 0))
         bench.retire(server)

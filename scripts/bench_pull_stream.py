@@ -85,10 +85,10 @@ def bare(url: str) -> tuple[float, int]:
 def tool(url: str, display: str) -> tuple[float, int]:
     from rich.console import Console
 
-    from provision.host import parse_host
+    from provision.models.progress import PlainReporter, TerminalReporter
+    from provision.models.pull import PullOptions, pull_models
     from provision.names import parse_name
-    from provision.progress import PlainReporter, TerminalReporter
-    from provision.pull import PullOptions, pull_models
+    from provision.server import OllamaServer, parse_host
 
     _fresh(url)
     sink = open(os.devnull, "w")  # noqa: SIM115 - closed below
@@ -99,7 +99,7 @@ def tool(url: str, display: str) -> tuple[float, int]:
         reporter = PlainReporter(sink)
     started = time.process_time()
     with reporter:
-        [outcome] = pull_models(parse_host(url), [parse_name(MODEL)],
+        [outcome] = pull_models(OllamaServer(parse_host(url)), [parse_name(MODEL)],
                                 PullOptions(check_disk=False), reporter)
     elapsed = time.process_time() - started
     sink.close()

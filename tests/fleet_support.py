@@ -94,10 +94,11 @@ def weights_on(srv: OllamaTestServer, name: str) -> str:
     """The weights digest the host really has (its /api/show FROM line)."""
     import httpx
 
-    from provision.drift import weights_digest
+    from provision.names import parse_name
+    from provision.server import parse_show
 
     body = httpx.post(srv.url + "/api/show", json={"model": name}).json()
-    digest = weights_digest(body["modelfile"])
+    digest = parse_show(parse_name(name), body).weights
     assert digest is not None
     return digest
 

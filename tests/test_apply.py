@@ -408,14 +408,13 @@ def test_codex_is_not_pointed_at_a_failed_model(env, capsys, tmp_path) -> None:
 
 
 def test_a_remote_server_is_not_judged_by_this_machine() -> None:
-    from provision.gate import judge_specs
-    from provision.manifest import HardwareSpec, ModelSpec
-    from provision.registry import RegistryClient
+    from provision.hardware import HardwareSpec, gate
+    from provision.models import ModelSpec, RegistryClient
 
     specs = (ModelSpec(name="llama3.1:70b"), ModelSpec(choose=("a", "b")))
     with RegistryClient() as registry:
-        named, chosen = judge_specs(specs, None, address=None,
-                                    hardware=HardwareSpec(require_gpu=True), registry=registry)
+        named, chosen = gate(specs, None, server=None, hardware=HardwareSpec(require_gpu=True),
+                             registry=registry)
     assert named.allowed and "another machine" in (named.reason or "")
     assert not chosen.allowed and "needs the server's hardware" in (chosen.reason or "")
     assert registry.requests == 0

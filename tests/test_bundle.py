@@ -145,10 +145,11 @@ def one_error(stderr: str) -> str:
     return errors[0]
 
 
-def weights_of(show: dict) -> str:
-    from provision.drift import weights_digest
+def weights_of(show: dict) -> str | None:
+    from provision.names import parse_name
+    from provision.server import parse_show
 
-    return weights_digest(show["modelfile"])
+    return parse_show(parse_name("m"), show).weights
 
 
 def comparable(show: dict) -> dict:
@@ -314,7 +315,7 @@ def test_inspect_and_verify_name_models_sizes_and_digests(published, tmp_path) -
          + 100_000] ^= 0xFF
     corrupt.write_bytes(bytes(data))
     code, doc, err = cli_json("bundle", "verify", str(corrupt))
-    assert code == 1 and doc["ok"] is False
+    assert code == 1 and doc["ready"] is False
     assert doc["problems"][0].startswith(f"blob {weights} does not match its digest")
     assert one_error(err) == f"error: {corrupt}: {doc['problems'][0]}"
 

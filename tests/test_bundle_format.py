@@ -34,8 +34,8 @@ from provision.bundle.reader import BundleReader
 from provision.bundle.recipe import check_recreatable, recipe, small_layers
 from provision.bundle.writer import BlobDigestMismatch, BundleWriter
 from provision.cli import main
+from provision.models.registry import parse_manifest
 from provision.names import parse_name
-from provision.registry import parse_manifest
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 P = "application/vnd.ollama.image."

@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 
 from provision.cli import main
-from provision.host import parse_host
 from provision.http import Timeouts
-from provision.local_install import detect_install, start_steps
-from provision.probe import probe
+from provision.server import OllamaServer, ServerAddress, ServerFacts, parse_host
+from provision.server.local_install import detect_install, start_steps
 from tests.ollama_server import Fault, NotOllamaServer, OllamaTestServer, free_port
+
+
+def probe(address: ServerAddress, timeouts: Timeouts = Timeouts()) -> ServerFacts:
+    with OllamaServer(address, timeouts=timeouts) as server:
+        return server.probe()
 
 
 def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.codex_config import CodexRelease, ServerFacts, choose
-from provision.host import parse_host
+from provision.clients.codex import CodexRelease, choose
+from provision.server import ServerFacts, parse_host
 from tests.config_support import config_json, home_with, load, run_config
 
 OLD_OLLAMA = "0.12.9"  # no /v1/responses
@@ -110,7 +110,7 @@ def test_old_server_with_current_codex_is_not_ready_and_says_why(capsys, make_ol
 def test_default_local_address_uses_the_builtin_where_it_works(release, server, form, wire,
                                                               ready) -> None:
     address = parse_host("", source="default")
-    choice = choose(CodexRelease.parse(release), ServerFacts(address, server, True),
+    choice = choose(CodexRelease.parse(release), ServerFacts(address, server),
                     fmt="codex")
     assert (choice.form, choice.wire_api, choice.ready) == (form, wire, ready)
 

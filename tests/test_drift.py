@@ -10,20 +10,10 @@ import json
 import pytest
 
 from provision.cli import main
-from provision.drift import (
-    CURRENT,
-    MISSING,
-    STALE,
-    UNKNOWN,
-    RegistryDigests,
-    check_server,
-    majority,
-    weights_digest,
-)
-from provision.http import client
-from provision.inventory import fetch_inventory
+from provision.models import DriftState, RegistryClient, RegistryDigests, check_server
+from provision.models.drift import majority
 from provision.names import parse_name
-from provision.registry import RegistryClient
+from provision.server import OllamaServer, parse_host, parse_show
 from tests.fleet_support import (  # noqa: F401 - fixtures
     SMALL,
     TINY,
@@ -50,7 +40,7 @@ HEX = "a" * 64
     ("", None),
 ])
 def test_the_weights_digest_comes_from_the_modelfile_from_line(modelfile, digest) -> None:  # noqa: ANN001
-    assert weights_digest(modelfile) == digest
+    assert parse_show(parse_name("m"), {"modelfile": modelfile}).weights == digest
 
 
 def test_majority_needs_a_clear_winner() -> None:
@@ -62,9 +52,8 @@ def test_majority_needs_a_clear_winner() -> None:
 def _check(srv, registry_url: str, names: list[str]) -> dict[str, object]:  # noqa: ANN001
     parsed = [parse_name(n) for n in names]
     env = {"OLLAMA_PROVISION_REGISTRY": registry_url}
-    with client(srv.url, loopback=True) as http, RegistryClient(environ=env) as registry:
-        installed = [m.name for m in fetch_inventory(http).models]
-        found = check_server(http, parsed, RegistryDigests(registry), installed)
+    with OllamaServer(parse_host(srv.url)) as server, RegistryClient(environ=env) as registry:
+        found = check_server(server, parsed, RegistryDigests(registry))
     return {d.name.short: d for d in found}
 
 
@@ -72,11 +61,11 @@ def test_one_server_current_stale_missing(fleet) -> None:  # noqa: ANN001
     srv = fleet.host(installed=[SMALL, TINY])
     fleet.registry.update_model(TINY)  # the registry moved on; the server did not
     found = _check(srv, fleet.registry.url, [SMALL, TINY, "llama3.2:3b"])
-    assert found[SMALL].state == CURRENT
-    assert found[TINY].state == STALE
+    assert found[SMALL].state == DriftState.CURRENT
+    assert found[TINY].state == DriftState.STALE
     assert found[TINY].digest == weights_on(srv, TINY)
     assert found[TINY].registry_digest == registry_weights(fleet.registry, TINY)
-    assert found["llama3.2:3b"].state == MISSING
+    assert found["llama3.2:3b"].state == DriftState.MISSING
 
 
 def test_a_new_manifest_with_the_same_weights_is_not_stale(fleet) -> None:  # noqa: ANN001
@@ -88,19 +77,19 @@ def test_a_new_manifest_with_the_same_weights_is_not_stale(fleet) -> None:  # no
     fleet.registry.add_model(dataclasses.replace(
         old, template="{{ .System }} {{ .Prompt }}", seed=old.name))
     env = {"OLLAMA_PROVISION_REGISTRY": fleet.registry.url}
-    with client(srv.url, loopback=True) as http, RegistryClient(environ=env) as registry:
-        tags_digest = fetch_inventory(http).models[0].digest
+    with OllamaServer(parse_host(srv.url)) as server, RegistryClient(environ=env) as registry:
+        tags_digest = server.tags().models[0].digest
         served = registry.manifest(parse_name(SMALL)).raw
     assert hashlib.sha256(served).hexdigest() != tags_digest  # what /api/tags would say
     assert registry_weights(fleet.registry, SMALL) == weights_on(srv, SMALL)
     found = _check(srv, fleet.registry.url, [SMALL])
-    assert found[SMALL].state == CURRENT
+    assert found[SMALL].state == DriftState.CURRENT
 
 
 def test_an_unreachable_registry_leaves_the_state_unknown(fleet) -> None:  # noqa: ANN001
     srv = fleet.host(installed=[SMALL])
     found = _check(srv, closed_port_url(), [SMALL])
-    assert found[SMALL].state == UNKNOWN
+    assert found[SMALL].state == DriftState.UNKNOWN
     assert "cannot reach the registry" in (found[SMALL].error or "")
 
 

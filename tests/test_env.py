@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.host import parse_host
+from provision.server.address import parse_host
 from tests.github_env import github_env_vars
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from provision.fleet import FleetInterrupted, FleetOptions, run_fleet
-from provision.fleet_inventory import load_inventory
+from provision.fleet.inventory import load_inventory
+from provision.fleet.run import FleetInterrupted, FleetOptions, run_fleet
 from tests.fleet_support import (  # noqa: F401 - fixtures
     SMALL,
     TINY,

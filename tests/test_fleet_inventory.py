@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from provision.cli import main
-from provision.fleet_inventory import DEFAULT_CONCURRENCY, load_inventory, parse_inventory
+from provision.fleet.inventory import DEFAULT_CONCURRENCY, load_inventory, parse_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 

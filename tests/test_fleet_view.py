@@ -7,9 +7,8 @@ import io
 
 from rich.console import Console
 
-from provision.fleet_host import HostResult, HostStatus, ModelResult
-from provision.fleet_inventory import parse_inventory
-from provision.fleet_view import PlainView, TerminalView
+from provision.fleet import HostModelResult, HostResult, HostStatus, parse_inventory
+from provision.fleet.view import PlainView, TerminalView
 
 
 def _statuses(count: int) -> list[HostStatus]:
@@ -37,7 +36,7 @@ def _render(view: TerminalView) -> str:
 def _ready(status: HostStatus) -> HostResult:
     h = status.host
     return HostResult(name=h.name, url=h.address.url, labels=(), groups=("all",),
-                      state="ready", models=(ModelResult(name="a:1b", required=True),))
+                      state="ready", models=(HostModelResult(name="a:1b", required=True),))
 
 
 def test_the_live_table_has_a_row_per_host_with_state_and_pull_percent() -> None:

@@ -9,7 +9,7 @@ import struct
 import httpx
 import pytest
 
-from provision.gguf import (
+from provision.hardware.gguf import (
     ArrayInfo,
     GGUFError,
     GGUFParser,

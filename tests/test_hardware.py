@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from provision.assume import parse_assume
 from provision.cli import main
-from provision.fit import judge
-from provision.model_needs import from_registry, model_needs
+from provision.hardware import fit_model, from_registry, model_needs, parse_assume
+from provision.models import RegistryClient
 from provision.names import parse_name
-from provision.registry import RegistryClient
+from provision.server import OllamaServer, parse_host
 from tests.ollama_server import OllamaTestServer, free_port, make_catalog_model, tensor_nbytes
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -81,10 +80,10 @@ def catalog_bytes(srv: OllamaTestServer, name: str, prefix: str) -> int:
 def test_llama31_8b_kv_cache_is_128_kib_per_token(registry_env: OllamaTestServer) -> None:
     needs = needs_of(registry_env, "llama3.1:8b")
     gpu24 = parse_assume(["ram=64G,gpu=24G"]).machine
-    at_4k = judge(needs, gpu24, 4096, "0.13.5")
+    at_4k = fit_model(needs, gpu24, 4096, "0.13.5")
     assert at_4k.kv_cache == 512 * MIB
     assert (at_4k.verdict, at_4k.graph) == ("gpu", GRAPH_FULL_4K)
-    at_128k = judge(needs, gpu24, 131072, "0.13.5")
+    at_128k = fit_model(needs, gpu24, 131072, "0.13.5")
     assert at_128k.kv_cache == 16 * GIB
     # 16 GiB of cache alone nearly fills the card: part of the model goes to the CPU.
     assert at_128k.verdict == "partial" and at_128k.graph == GRAPH_PARTIAL_128K
@@ -281,7 +280,7 @@ def test_verdict_partial_on_a_small_card(registry_env, capsys) -> None:
 def test_require_gpu_fails_a_partial_fit(registry_env, capsys) -> None:
     code, doc, _ = hardware(capsys, "--assume", "ram=32G,gpu=4G", "llama3.1:8b",
                             "--require", "gpu")
-    assert code == 1 and not doc["ok"] and one(doc)["meets_requirement"] is False
+    assert code == 1 and not doc["ready"] and one(doc)["meets_requirement"] is False
 
 
 def test_largest_context_that_fits_on_the_gpu(registry_env, capsys) -> None:
@@ -471,15 +470,10 @@ def test_table_output(registry_env, capsys) -> None:
 
 
 def test_model_needs_prefers_the_installed_model(registry_env) -> None:
-    from provision.host import parse_host
-    from provision.http import client
-    from provision.inventory import fetch_inventory
-
     registry_env.install("tiny")
-    address = parse_host(registry_env.url, source="flag")
-    with client(address.url, loopback=True) as http:
-        inventory = fetch_inventory(http)
-    needs = model_needs(parse_name("tiny"), address, inventory=inventory)
+    with OllamaServer(parse_host(registry_env.url, source="flag")) as server:
+        inventory = server.tags()
+        needs = model_needs(parse_name("tiny"), server, inventory=inventory)
+        registry = model_needs(parse_name("llama3.2:1b"), server, inventory=inventory)
     assert needs.source == "installed" and needs.exact_layers and needs.num_ctx_param == 256
-    registry = model_needs(parse_name("llama3.2:1b"), address, inventory=inventory)
     assert registry.source == "registry"

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from provision.cli import main
-from provision.machine import Disk, probe_machine
+from provision.hardware.machine import Disk, probe_machine
 from tests.hardware_fakes import (
     CPUINFO_ARM,
     GIB,
@@ -230,7 +230,7 @@ def nvmlDeviceGetUUID(h): return "GPU-5e6f7a8b-0000-1111-2222-333344445555"
     monkeypatch.syspath_prepend(str(module.parent))
     monkeypatch.delitem(__import__("sys").modules, "pynvml", raising=False)
     linux_tree(tmp_path)
-    from provision.gpus import Tools, nvidia_gpus
+    from provision.hardware.gpus import Tools, nvidia_gpus
 
     notes: list[str] = []
     gpus = nvidia_gpus(Tools(path=str(tmp_path / "bin")), notes)

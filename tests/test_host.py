@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from provision.errors import UsageError
-from provision.host import resolve_host
+from provision.server.address import resolve_host
 
 OLLAMA_TABLE = [
     ("", "http://127.0.0.1:11434"),

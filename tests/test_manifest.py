@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from provision.apply.manifest import load_manifest, parse_manifest
 from provision.errors import UsageError
-from provision.manifest import load_manifest, parse_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 

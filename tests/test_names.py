@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from provision.errors import UsageError
-from provision.inventory import parse_tags
 from provision.names import parse_name, parse_names
+from provision.server.api import parse_tags
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from provision.cli import main
-from provision.host import parse_host
+from provision.models.pull import PullOptions, pull_models
 from provision.names import ModelName, parse_name
 from provision.output import human_bytes
-from provision.pull import PullOptions, pull_models
+from provision.server import OllamaServer, parse_host
 from tests.ollama_server import OllamaTestServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def pulls(srv: OllamaTestServer) -> int:
 def test_pulls_a_missing_model(capsys, make_ollama, monkeypatch) -> None:
     srv = serve(make_ollama, monkeypatch)
     code, doc, _ = pull_json(capsys, srv, "llama3.2:1b")
-    assert code == 0 and doc["ok"] is True
+    assert code == 0 and doc["ready"] is True
     assert doc["schema"] == "ollama-provision.pull/1"
     model = doc["models"][0]
     assert model["status"] == "pulled"
@@ -118,7 +118,7 @@ def test_name_rejected_by_the_server_is_invalid_name_without_retry(make_ollama,
     srv = serve(make_ollama, monkeypatch)
     odd = ModelName(host="registry.ollama.ai", namespace="library", model="bad name",
                     tag="latest")
-    [outcome] = pull_models(parse_host(srv.url), [odd],
+    [outcome] = pull_models(OllamaServer(parse_host(srv.url)), [odd],
                             PullOptions(backoff_base=0.01, check_disk=False))
     assert outcome.status == "failed"
     assert outcome.error is not None and outcome.error.kind == "invalid-name"
@@ -268,7 +268,7 @@ def test_garbage_lines_are_skipped(capsys, make_ollama, monkeypatch, caplog) -> 
     srv = serve(make_ollama, monkeypatch)
     srv.add_fault("garbage")  # right after the first line
     srv.add_fault("garbage", after_bytes=200_000_000, message="{not json")
-    with caplog.at_level(logging.DEBUG, logger="provision.pull"):
+    with caplog.at_level(logging.DEBUG, logger="provision.models.pull.stream"):
         code, doc, err = pull_json(capsys, srv, "llama3.2:1b", *FAST)
     assert code == 0 and doc["models"][0]["retries"] == 0
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
@@ -298,7 +298,7 @@ def test_headers_slower_than_the_stall_timeout_are_retried(capsys, make_ollama,
 def test_parallel_pulls_overlap(make_ollama, monkeypatch) -> None:
     srv = serve(make_ollama, monkeypatch, download_rate=4e9)
     names = [parse_name("llama3.2:1b"), parse_name("qwen2.5:0.5b")]
-    outcomes = pull_models(parse_host(srv.url), names,
+    outcomes = pull_models(OllamaServer(parse_host(srv.url)), names,
                            PullOptions(parallel=2, check_disk=False))
     assert [o.status for o in outcomes] == ["pulled", "pulled"]
     first, second = srv.requests_to("/api/pull", "POST")

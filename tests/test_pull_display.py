@@ -15,10 +15,10 @@ import pytest
 from rich.console import Console
 
 from provision.cli import main
-from provision.host import parse_host
+from provision.models.progress import PlainReporter, TerminalReporter
+from provision.models.pull import PullOptions, pull_models
 from provision.names import parse_name
-from provision.progress import PlainReporter, TerminalReporter
-from provision.pull import PullOptions, pull_models
+from provision.server import OllamaServer, parse_host
 from tests.ollama_server import OllamaTestServer
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -43,7 +43,7 @@ def pull_on(srv: OllamaTestServer, reporter, *names: str, **options) -> list:
     options.setdefault("check_disk", False)
     options.setdefault("backoff_base", 0.01)
     with reporter:
-        return pull_models(parse_host(srv.url), [parse_name(n) for n in names],
+        return pull_models(OllamaServer(parse_host(srv.url)), [parse_name(n) for n in names],
                            PullOptions(**options), reporter)
 
 

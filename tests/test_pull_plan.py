@@ -140,7 +140,7 @@ def test_real_pull_is_refused_up_front_when_the_disk_cannot_hold_it(capsys, srv,
 def test_refusal_still_prints_the_json_document(capsys, srv) -> None:
     code, out, err = run(capsys, srv, "--json", "llama3.2:1b", huge_model(srv))
     doc = json.loads(out)
-    assert code == 1 and doc["exit_code"] == 1 and doc["ok"] is False
+    assert code == 1 and doc["exit_code"] == 1 and doc["ready"] is False
     assert doc["error"]["message"].startswith("not enough disk space")
     assert srv.requests_to("/api/pull") == []
 

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from provision.create import CREATED, FAILED, UNCHANGED, CustomModel, ensure_custom_model
-from provision.http import Timeouts, client
+from provision.http import Timeouts
+from provision.models import (
+    CreateStatus,
+    CustomModel,
+    check_endpoint,
+    ensure_custom_model,
+    verify_model,
+)
 from provision.names import parse_name
-from provision.verify import check_endpoint, verify_model
+from provision.server import OllamaServer, parse_host
 
 GiB = 2**30
 
 
-def http_for(srv):  # noqa: ANN001, ANN201 - test helper
-    return client(srv.url, loopback=True, timeouts=Timeouts(read=30))
+def server_for(srv):  # noqa: ANN001, ANN201 - test helper
+    return OllamaServer(parse_host(srv.url), timeouts=Timeouts(read=30))
 
 
 def test_model_on_gpu_reports_placement_and_speed(make_ollama) -> None:
     srv = make_ollama(installed=["llama3.2:1b"], vram=[8 * GiB])
-    with http_for(srv) as http:
-        result = verify_model(http, parse_name("llama3.2:1b"), num_ctx=4096)
+    with server_for(srv) as server:
+        result = verify_model(server, parse_name("llama3.2:1b"), num_ctx=4096)
     assert result.ok and result.loaded
     assert result.placement == "gpu"
     assert result.size_vram == result.size and result.size > 1 * GiB
@@ -28,8 +34,8 @@ def test_model_on_gpu_reports_placement_and_speed(make_ollama) -> None:
 
 def test_model_too_big_for_the_gpu_runs_partly_on_cpu(make_ollama) -> None:
     srv = make_ollama(installed=["qwen2.5:14b"], vram=[4 * GiB], memory=32 * GiB)
-    with http_for(srv) as http:
-        result = verify_model(http, parse_name("qwen2.5:14b"), generate=False)
+    with server_for(srv) as server:
+        result = verify_model(server, parse_name("qwen2.5:14b"), generate=False)
     assert result.ok and result.placement == "partial"
     assert 0 < (result.size_vram or 0) < (result.size or 0)
     assert result.tokens_per_second is None  # no generation asked
@@ -37,16 +43,16 @@ def test_model_too_big_for_the_gpu_runs_partly_on_cpu(make_ollama) -> None:
 
 def test_model_that_does_not_fit_in_memory_fails_with_ollamas_reason(make_ollama) -> None:
     srv = make_ollama(installed=["llama3.1:70b"], vram=[], memory=16 * GiB)
-    with http_for(srv) as http:
-        result = verify_model(http, parse_name("llama3.1:70b"))
+    with server_for(srv) as server:
+        result = verify_model(server, parse_name("llama3.1:70b"))
     assert not result.ok
     assert "requires more system memory" in (result.error or "")
 
 
 def test_embedding_model_is_loaded_through_embed(make_ollama) -> None:
     srv = make_ollama(installed=["nomic-embed-text"])
-    with http_for(srv) as http:
-        result = verify_model(http, parse_name("nomic-embed-text"), embedding=True)
+    with server_for(srv) as server:
+        result = verify_model(server, parse_name("nomic-embed-text"), embedding=True)
     assert result.ok and result.loaded
     assert srv.requests_to("/api/embed") and not srv.requests_to("/api/generate")
 
@@ -55,12 +61,12 @@ def test_codex_endpoint_exists_only_on_new_servers(make_ollama) -> None:
     name = parse_name("llama3.2:1b")
     new = make_ollama(installed=["llama3.2:1b"], version="0.13.5")
     old = make_ollama(installed=["llama3.2:1b"], version="0.12.9")
-    with http_for(new) as http:
-        assert check_endpoint(http, name, "responses").ok
-    with http_for(old) as http:
-        answer = check_endpoint(http, name, "responses")
+    with server_for(new) as server:
+        assert check_endpoint(server, name, "responses").ok
+    with server_for(old) as server:
+        answer = check_endpoint(server, name, "responses")
         assert not answer.ok and answer.status == 404
-        assert check_endpoint(http, name, "chat").ok
+        assert check_endpoint(server, name, "chat").ok
 
 
 def test_custom_model_is_created_once(make_ollama) -> None:
@@ -68,13 +74,13 @@ def test_custom_model_is_created_once(make_ollama) -> None:
     spec = CustomModel(name=parse_name("reviewer"), base=parse_name("llama3.2:1b"),
                        system="You review code.",
                        parameters=(("temperature", 0.2), ("num_ctx", 8192), ("stop", ["a", "b"])))
-    with http_for(srv) as http:
-        assert ensure_custom_model(http, spec).status == CREATED
+    with server_for(srv) as server:
+        assert ensure_custom_model(server, spec).status == CreateStatus.CREATED
         assert "reviewer:latest" in srv.installed_names()
-        assert ensure_custom_model(http, spec).status == UNCHANGED
+        assert ensure_custom_model(server, spec).status == CreateStatus.UNCHANGED
         assert len(srv.requests_to("/api/create")) == 1
         changed = CustomModel(name=spec.name, base=spec.base, system="You review tests.")
-        assert ensure_custom_model(http, changed).status == CREATED
+        assert ensure_custom_model(server, changed).status == CreateStatus.CREATED
 
 
 def test_custom_model_from_an_unknown_base_fails_clearly(make_ollama) -> None:
@@ -83,7 +89,7 @@ def test_custom_model_from_an_unknown_base_fails_clearly(make_ollama) -> None:
     srv = make_ollama(installed=[])
     spec = CustomModel(name=parse_name("reviewer"), base=parse_name("no-such-model:1b"),
                        system="x")
-    with http_for(srv) as http:
-        outcome = ensure_custom_model(http, spec)
-    assert outcome.status == FAILED and outcome.error
+    with server_for(srv) as server:
+        outcome = ensure_custom_model(server, spec)
+    assert outcome.status == CreateStatus.FAILED and outcome.error
     assert "reviewer:latest" not in srv.installed_names()

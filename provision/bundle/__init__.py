@@ -4,7 +4,7 @@ API alone (no registry access on the server).
 The pipeline, one module each: `format` (the file layout, pure) → `sources` (registry or
 a local server's models folder) → `writer` / `create` (making a bundle) → `reader` /
 `summary` (reading one back) → `recipe` (a manifest as an `/api/create` request, pure) →
-`server` (the Ollama wire) → `push` (provisioning a server); `events` / `progress` show
+`push` (provisioning a server, through its `OllamaServer`); `events` / `progress` show
 it, `transfer` paces and retries it.
 """
 
@@ -22,14 +22,10 @@ from provision.bundle.events import (
 )
 from provision.bundle.format import BundleError, BundleIndex, BundleModel
 from provision.bundle.push import (
-    CREATED,
-    FAILED,
-    INTERRUPTED,
-    PRESENT,
-    UPDATED,
     PushInterrupted,
     PushOptions,
     PushOutcome,
+    PushStatus,
     outcome_text,
     provision_from_bundle,
 )
@@ -39,10 +35,9 @@ from provision.bundle.summary import BundleSummary, ModelSummary, summarize
 from provision.bundle.transfer import TransferOptions, parse_rate
 
 __all__ = [
-    "CREATED", "FAILED", "INTERRUPTED", "PRESENT", "UPDATED",
     "BlobProgress", "BundleError", "BundleEvent", "BundleIndex", "BundleModel",
     "BundleReader", "BundleSummary", "CreateResult", "ModelFinished", "ModelStarted",
-    "ModelSummary", "Notice", "PushInterrupted", "PushOptions", "PushOutcome",
+    "ModelSummary", "Notice", "PushInterrupted", "PushOptions", "PushOutcome", "PushStatus",
     "RegistrySource", "Reporter", "ServerSource", "Source", "StepChanged",
     "TransferOptions", "VerifyResult", "create_bundle", "outcome_text", "parse_rate",
     "provision_from_bundle", "summarize",

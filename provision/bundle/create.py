@@ -39,8 +39,8 @@ from provision.output import human_bytes
 
 if TYPE_CHECKING:
     from provision.bundle.sources import Source
+    from provision.models.registry import ModelManifest
     from provision.names import ModelName
-    from provision.registry import Manifest
 
 CREATED, UNCHANGED = "created", "unchanged"
 
@@ -125,7 +125,7 @@ def _fetch_model(name: ModelName, index: BundleIndex, owners: dict[str, ModelNam
     return fetched
 
 
-def _manifests(names: list[ModelName], source: Source, report: Reporter) -> list[Manifest]:
+def _manifests(names: list[ModelName], source: Source, report: Reporter) -> list[ModelManifest]:
     manifests = []
     for name in names:
         report.handle(StepChanged(name.short, f"reading the manifest from {source.label}"))
@@ -170,7 +170,7 @@ def _check_disk(path: Path, writer: BundleWriter) -> None:
             hint="free space there, or write the bundle elsewhere with -o")
 
 
-def _first_users(index: BundleIndex, manifests: list[Manifest]) -> dict[str, ModelName]:
+def _first_users(index: BundleIndex, manifests: list[ModelManifest]) -> dict[str, ModelName]:
     """The model each blob is fetched for (a registry serves blobs per repository)."""
     by_key = {m.name.key: m for m in manifests}
     owners: dict[str, ModelName] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import IO, TYPE_CHECKING, Callable
 
-from provision import progress
 from provision.bundle.events import (
     BlobProgress,
     BundleEvent,
@@ -19,8 +18,9 @@ from provision.bundle.events import (
     StepChanged,
 )
 from provision.live import LineLog, LiveView
+from provision.models import progress
+from provision.models.progress import BAR_WIDTH, bar_line, format_duration, progress_line
 from provision.output import human_bytes
-from provision.progress import BAR_WIDTH, bar_line, format_duration, progress_line
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

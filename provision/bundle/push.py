@@ -31,37 +31,36 @@ from provision.bundle.events import (
     StepChanged,
 )
 from provision.bundle.format import BundleError, sha256_digest
+from provision.bundle.reader import BundleReader
 from provision.bundle.recipe import Recipe, recipe, small_layers
-from provision.bundle.server import ModelServer, ServerRefused
 from provision.bundle.transfer import Pace, TooSlow, TransferOptions
+from provision.models.pull import ErrorKind, PullError, classify_server_error
+from provision.models.registry import Layer, ModelManifest
+from provision.names import ModelName
 from provision.output import human_bytes
-from provision.pull import DISK_FULL, SERVER_UNREACHABLE, PullError, classify_server_error
+from provision.result import Status
+from provision.server import ModelShow, OllamaServer, ServerError
 from provision.versions import format_version, parse_version
 
 if TYPE_CHECKING:
     from provision.bundle.format import BundleBlob, BundleModel
-    from provision.bundle.reader import BundleReader
-    from provision.host import ServerAddress
-    from provision.names import ModelName
-    from provision.registry import Layer, Manifest
 
 T = TypeVar("T")
 
-# Outcome statuses (stable: part of the `--json` schema).
-CREATED = "created"  # was missing, now made from the bundle
-UPDATED = "updated"  # was there with other weights, now the bundle's
-PRESENT = "present"  # already has these weights: nothing sent
-FAILED = "failed"
-INTERRUPTED = "interrupted"
+
+class PushStatus(Status):
+    """How a model's push ended (stable: part of the `--json` schema)."""
+
+    CREATED = "created"  # was missing, now made from the bundle
+    UPDATED = "updated"  # was there with other weights, now the bundle's
+    PRESENT = "present"  # already has these weights: nothing sent
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
 
 CREATE_SLACK = 120.0  # seconds for /api/create, plus the weights at CREATE_MIN_RATE
 CREATE_MIN_RATE = 20e6  # bytes per second the server checks the weights at, at least
 
-# Error kinds beyond pull's (stable: part of the `--json` schema).
-CORRUPT_BUNDLE = "corrupt-bundle"  # the bundle's bytes do not match their digests
-SERVER_TOO_OLD = "server-too-old"  # the model says it needs a newer Ollama
-CREATE_FAILED = "create-failed"  # the server could not make a model of the files
-UPLOAD_FAILED = "upload-failed"
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class PushOptions:
 @dataclass(frozen=True)
 class PushOutcome:
     name: ModelName
-    status: str  # created, updated, present, failed, interrupted
+    status: PushStatus
     size: int = 0  # bytes of the model's blobs
     bytes_sent: int = 0  # uploaded by this run, retried bytes included
     blobs_sent: int = 0
@@ -89,11 +88,11 @@ class PushOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status not in (FAILED, INTERRUPTED)
+        return self.status not in (PushStatus.FAILED, PushStatus.INTERRUPTED)
 
     @property
     def changed(self) -> bool:
-        return self.status in (CREATED, UPDATED)
+        return self.status in (PushStatus.CREATED, PushStatus.UPDATED)
 
 
 class PushInterrupted(KeyboardInterrupt):
@@ -104,7 +103,7 @@ class PushInterrupted(KeyboardInterrupt):
         self.outcomes = outcomes
 
 
-def provision_from_bundle(bundle: BundleReader, address: ServerAddress,
+def provision_from_bundle(bundle: BundleReader, server: OllamaServer,
                           names: Sequence[ModelName] = (), *,
                           options: PushOptions | None = None,
                           reporter: Reporter | None = None,
@@ -119,18 +118,17 @@ def provision_from_bundle(bundle: BundleReader, address: ServerAddress,
     models = bundle.select(names)
     bundle.check_length()
     outcomes: list[PushOutcome] = []
-    with ModelServer(address, connect_timeout=options.transfer.connect_timeout,
-                     read_timeout=options.transfer.read_timeout) as server:
-        run = _Push(bundle, server, options, reporter or NullReporter(), sleep)
-        for model in models:
-            try:
-                outcomes.append(run.model(model))
-            except KeyboardInterrupt:
-                done = {o.name.key for o in outcomes}
-                outcomes.append(replace(run.current, status=INTERRUPTED))
-                outcomes += [PushOutcome(name=m.name, status=INTERRUPTED) for m in models
-                             if m.name.key not in done and m.name.key != model.name.key]
-                raise PushInterrupted(outcomes) from None
+    run = _Push(bundle, server, options, reporter or NullReporter(), sleep)
+    for model in models:
+        try:
+            outcomes.append(run.model(model))
+        except KeyboardInterrupt:
+            done = {o.name.key for o in outcomes}
+            outcomes.append(replace(run.current, status=PushStatus.INTERRUPTED))
+            outcomes += [PushOutcome(name=m.name, status=PushStatus.INTERRUPTED)
+                         for m in models
+                         if m.name.key not in done and m.name.key != model.name.key]
+            raise PushInterrupted(outcomes) from None
     return outcomes
 
 
@@ -143,7 +141,7 @@ class _Failed(Exception):
 class _Push:
     """One server, model after model; `current` is the model in progress."""
 
-    def __init__(self, bundle: BundleReader, server: ModelServer, options: PushOptions,
+    def __init__(self, bundle: BundleReader, server: OllamaServer, options: PushOptions,
                  reporter: Reporter, sleep: Callable[[float], None]) -> None:
         self.bundle = bundle
         self.server = server
@@ -156,11 +154,11 @@ class _Push:
     def model(self, model: BundleModel) -> PushOutcome:
         name, short = model.name, model.name.short
         started = time.monotonic()
-        self.current = PushOutcome(name=name, status=INTERRUPTED)
+        self.current = PushOutcome(name=name, status=PushStatus.INTERRUPTED)
         try:
             outcome = self._provision(model)
         except _Failed as failed:
-            outcome = replace(self.current, status=FAILED, error=failed.error)
+            outcome = replace(self.current, status=PushStatus.FAILED, error=failed.error)
         outcome = replace(outcome, duration=time.monotonic() - started)
         self.report(ModelFinished(short, outcome.ok, outcome_text(outcome)))
         return outcome
@@ -172,15 +170,16 @@ class _Push:
             manifest = self.bundle.manifest(model)
             plan = self._recipe(manifest)
         except BundleError as exc:
-            raise _Failed(PullError(CORRUPT_BUNDLE, exc.message, hint=exc.hint)) from None
+            raise _Failed(PullError(ErrorKind.CORRUPT_BUNDLE, exc.message, hint=exc.hint)) from None
         self.current = replace(self.current, size=manifest.total_size)
         self.report(StepChanged(short, "checking the server"))
-        before = self._call(lambda: self.server.model(name), name)
+        before = self._call(lambda: self._installed(name), name)
         wanted = manifest.weights.digest if manifest.weights else None
         if before is not None and before.weights == wanted:
-            return replace(self.current, status=PRESENT, weights=before.weights)
+            return replace(self.current, status=PushStatus.PRESENT, weights=before.weights)
         if before is not None and not self.options.upgrade:
-            return replace(self.current, status=PRESENT, weights=before.weights, stale=True)
+            return replace(self.current, status=PushStatus.PRESENT, weights=before.weights,
+                           stale=True)
         self._check_version(plan, name)
         missing = [x for x in plan.uploads
                    if not self._call(lambda d=x.digest: self.server.has_blob(d), name)]
@@ -191,7 +190,7 @@ class _Push:
         self._create(name, plan, existed=before is not None)
         return self._check_result(model, manifest, existed=before is not None)
 
-    def _recipe(self, manifest: Manifest) -> Recipe:
+    def _recipe(self, manifest: ModelManifest) -> Recipe:
         small = {}
         for layer in small_layers(manifest):
             blob = self.bundle.index.blob(layer.digest)
@@ -212,8 +211,9 @@ class _Push:
         have, need = parse_version(self._version), parse_version(plan.requires)
         if have is not None and need is not None and have < need:
             raise _Failed(PullError(
-                SERVER_TOO_OLD, f"needs Ollama {format_version(need)} or newer; the server "
-                f"runs {self._version}", hint="update Ollama on the server, then run this again"))
+                ErrorKind.SERVER_TOO_OLD, f"needs Ollama {format_version(need)} or newer; the "
+                f"server runs {self._version}",
+                hint="update Ollama on the server, then run this again"))
 
     # --- uploads ----------------------------------------------------------------------
 
@@ -221,7 +221,8 @@ class _Push:
         transfer = self.options.transfer
         blob = self.bundle.index.blob(layer.digest)
         if blob is None:  # manifest() checked this: a bundle that changed under us
-            raise _Failed(PullError(CORRUPT_BUNDLE, f"the bundle lacks blob {layer.digest}"))
+            raise _Failed(PullError(ErrorKind.CORRUPT_BUNDLE,
+                                    f"the bundle lacks blob {layer.digest}"))
         failures = 0
         while True:
             sent = [0]
@@ -235,17 +236,19 @@ class _Push:
                 return
             except BundleError as exc:
                 self._count(sent[0])
-                raise _Failed(PullError(CORRUPT_BUNDLE, exc.message, hint=exc.hint)) from None
-            except (ServerRefused, TooSlow) as exc:
+                raise _Failed(PullError(ErrorKind.CORRUPT_BUNDLE, exc.message,
+                                        hint=exc.hint)) from None
+            except (ServerError, TooSlow) as exc:
                 self._count(sent[0])
-                refused = exc if isinstance(exc, ServerRefused) else \
-                    ServerRefused(f"the upload was {exc}", retryable=True)
+                refused = exc if isinstance(exc, ServerError) else \
+                    ServerError("POST /api/blobs", f"the upload was {exc}", retryable=True,
+                                connection=False)
                 if not refused.retryable or failures >= transfer.retries:
                     raise _Failed(self._upload_error(name, blob, refused, failures)) from None
             failures += 1
             self.current = replace(self.current, retries=self.current.retries + 1)
             delay = transfer.delay(failures)
-            self.report(Notice(name.short, f"{refused.text}; retry {failures}/"
+            self.report(Notice(name.short, f"{refused.reason}; retry {failures}/"
                                            f"{transfer.retries} in {delay:.2g}s"))
             self.sleep(delay)
 
@@ -263,21 +266,22 @@ class _Push:
                                blobs_sent=c.blobs_sent + sent,
                                blobs_skipped=c.blobs_skipped + skipped)
 
-    def _upload_error(self, name: ModelName, blob: BundleBlob, refused: ServerRefused,
+    def _upload_error(self, name: ModelName, blob: BundleBlob, refused: ServerError,
                       failures: int) -> PullError:
         if refused.connection:
-            return PullError(SERVER_UNREACHABLE, f"uploading blob {blob.digest[7:19]} failed: "
-                             f"{refused.text}" + (f" ({failures} retries)" if failures else ""),
+            return PullError(ErrorKind.SERVER_UNREACHABLE,
+                             f"uploading blob {blob.digest[7:19]} failed: {refused.reason}"
+                             + (f" ({failures} retries)" if failures else ""),
                              hint="run the same command again: blobs already on the server "
                              "are not sent again")
-        error = classify_server_error(refused.text, name, http_status=refused.status,
+        error = classify_server_error(refused.reason, name, http_status=refused.status,
                                       remaining=blob.size)
-        if error.kind == DISK_FULL:
+        if error.kind == ErrorKind.DISK_FULL:
             return replace(error, hint="free space there, or set OLLAMA_MODELS (in the "
                            "server's environment) to a bigger disk and restart the server; "
                            "then run this again")
-        return PullError(UPLOAD_FAILED, f"the server refused blob {blob.digest[7:19]}: "
-                         f"{refused.text}", detail=refused.text)
+        return PullError(ErrorKind.UPLOAD_FAILED, f"the server refused blob "
+                         f"{blob.digest[7:19]}: {refused.reason}", detail=refused.reason)
 
     # --- the model --------------------------------------------------------------------
 
@@ -286,46 +290,55 @@ class _Push:
         timeout = CREATE_SLACK + sum(x.size for x in plan.uploads) / CREATE_MIN_RATE
         self.report(StepChanged(name.short, "creating the model", slow=True))
         try:
-            self.server.create(name, plan.request, timeout=timeout)
-        except ServerRefused as exc:
+            self.server.create_from_files(name, plan.request, timeout=timeout)
+        except ServerError as exc:
             left = "" if existed else self._remove_leftover(name)
             hint = ("the previous version is still there, unchanged" if existed else
                     "update Ollama on the server if the model is newer than it; "
                     "`ollama-provision bundle verify` checks the bundle") + left
-            raise _Failed(PullError(CREATE_FAILED, f"the server could not make the model "
-                                    f"of its files: {exc.text}", hint=hint,
-                                    detail=exc.text)) from None
+            raise _Failed(PullError(ErrorKind.CREATE_FAILED, f"the server could not make the model "
+                                    f"of its files: {exc.reason}", hint=hint,
+                                    detail=exc.reason)) from None
 
     def _remove_leftover(self, name: ModelName) -> str:
         """After a failed create: no half-made model may stay listed."""
         try:
-            if self.server.model(name) is not None:
+            if self._installed(name) is not None:
                 self.server.delete(name)
                 return " (the half-made model was removed)"
-        except ServerRefused:
+        except ServerError:
             return " (could not check whether a half-made model is left)"
         return ""
 
-    def _check_result(self, model: BundleModel, manifest: Manifest, *,
+    def _check_result(self, model: BundleModel, manifest: ModelManifest, *,
                       existed: bool) -> PushOutcome:
         name = model.name
-        after = self._call(lambda: self.server.model(name), name)
+        after = self._call(lambda: self._installed(name), name)
         if after is None:
-            raise _Failed(PullError(CREATE_FAILED, "the server said success but does not "
+            raise _Failed(PullError(ErrorKind.CREATE_FAILED, "the server said success but does not "
                                     "list the model"))
         wanted = manifest.weights.digest if manifest.weights else None
         notes = []
         if after.weights != wanted:
             notes.append(f"the server stored other weights ({after.weights}) than the "
                          f"bundle's ({wanted}): it re-encoded them")
-        tagged = self._call(lambda: self.server.manifest_digest(name), name)
+        tagged = self._call(lambda: self._manifest_digest(name), name)
         # Ollama writes a created manifest with a final newline, a pulled one without:
         # the same manifest either way.
         body = manifest.raw.rstrip(b"\n")
         same = tagged in (sha256_digest(body), sha256_digest(body + b"\n"))
-        return replace(self.current, status=UPDATED if existed else CREATED,
+        return replace(self.current, status=PushStatus.UPDATED if existed else PushStatus.CREATED,
                        weights=after.weights, manifest_digest=tagged, same_manifest=same,
                        notes=tuple(notes))
+
+    def _installed(self, name: ModelName) -> ModelShow | None:
+        """The model by that name on the server (None: it has none)."""
+        return self.server.show(name)
+
+    def _manifest_digest(self, name: ModelName) -> str | None:
+        """`sha256:<hex>` of the model's manifest, as `/api/tags` lists it."""
+        found = self.server.tags().find(name)
+        return f"sha256:{found.digest}" if found is not None and found.digest else None
 
     def _call(self, request: Callable[[], T], name: ModelName) -> T:
         """A short request, retried on connection trouble; a failure fails the model."""
@@ -334,21 +347,22 @@ class _Push:
         while True:
             try:
                 return request()
-            except ServerRefused as exc:
+            except ServerError as exc:
                 if not exc.retryable or failures >= transfer.retries:
-                    kind = SERVER_UNREACHABLE if exc.connection else UPLOAD_FAILED
-                    raise _Failed(PullError(kind, f"the server failed: {exc.text}",
-                                            detail=exc.text)) from None
+                    kind = ErrorKind.SERVER_UNREACHABLE if exc.connection else \
+                        ErrorKind.UPLOAD_FAILED
+                    raise _Failed(PullError(kind, f"the server failed: {exc.reason}",
+                                            detail=exc.reason)) from None
             failures += 1
             self.sleep(transfer.delay(failures))
 
 
 def outcome_text(outcome: PushOutcome) -> str:
     """One line about how a model's push ended (reporters and the summary share it)."""
-    if outcome.status == PRESENT:
+    if outcome.status == PushStatus.PRESENT:
         return ("present with other weights (left alone)" if outcome.stale
                 else "already present, nothing sent")
-    if outcome.status in (FAILED, INTERRUPTED):
+    if outcome.status in (PushStatus.FAILED, PushStatus.INTERRUPTED):
         return outcome.error.message if outcome.error else outcome.status
     sent = (f"{human_bytes(outcome.bytes_sent)} sent" if outcome.blobs_sent
             else "nothing sent")

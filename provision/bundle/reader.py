@@ -30,8 +30,8 @@ from provision.bundle.format import (
     sha256_digest,
 )
 from provision.errors import EXIT_USAGE
+from provision.models.registry import ModelManifest, parse_manifest
 from provision.names import ModelName
-from provision.registry import Manifest, parse_manifest
 
 CHUNK = 1 << 20  # bytes per read: large enough for disk speed, small enough for memory
 MAX_SMALL_LAYER = 16 << 20  # template, system prompt, parameters, licence, config
@@ -159,7 +159,7 @@ class BundleReader:
             raise self.truncated_error()
         return data
 
-    def manifest(self, model: BundleModel) -> Manifest:
+    def manifest(self, model: BundleModel) -> ModelManifest:
         """A model's manifest, checked against its digest and against the index."""
         raw = self._read_member(model.member, model.manifest_size)
         if sha256_digest(raw) != model.manifest_digest:

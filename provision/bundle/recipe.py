@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from provision.registry import WEIGHTS_MEDIA_TYPE, Layer, Manifest
+from provision.models.registry import WEIGHTS_MEDIA_TYPE, Layer, ModelManifest
 
 _PREFIX = "application/vnd.ollama.image."
 PROJECTOR = _PREFIX + "projector"
@@ -46,7 +46,7 @@ class Recipe:
     requires: str | None  # the Ollama version the model needs, when its config says
 
 
-def check_recreatable(manifest: Manifest) -> str | None:
+def check_recreatable(manifest: ModelManifest) -> str | None:
     """Why `/api/create` cannot rebuild this model, or None."""
     if manifest.weights is None:
         return "its manifest has no weights layer (a cloud model?)"
@@ -58,12 +58,12 @@ def check_recreatable(manifest: Manifest) -> str | None:
     return None
 
 
-def small_layers(manifest: Manifest) -> list[Layer]:
+def small_layers(manifest: ModelManifest) -> list[Layer]:
     """The layers read whole and sent inline (and the config)."""
     return [manifest.config, *(x for x in manifest.layers if x.media_type in INLINE_LAYERS)]
 
 
-def recipe(manifest: Manifest, small: Mapping[str, bytes]) -> Recipe:
+def recipe(manifest: ModelManifest, small: Mapping[str, bytes]) -> Recipe:
     """The request for `manifest`; `small` holds the bytes of `small_layers(manifest)`
     by digest (already checked against their digests). ValueError when a layer is not
     what its type says (a template that is not UTF-8, parameters that are not JSON)."""

@@ -8,23 +8,24 @@ so a dropped connection or an interrupted run continues instead of starting over
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Callable, Protocol
 
 from provision.bundle.format import MAX_MANIFEST_BYTES, BundleError, manifest_member
 from provision.bundle.reader import CHUNK
 from provision.bundle.transfer import Pace, TooSlow, TransferOptions
-from provision.bundle.writer import BlobDigestMismatch
+from provision.bundle.writer import BlobDigestMismatch, BlobSink
 from provision.errors import EXIT_USAGE
+from provision.models.registry import (
+    ModelManifest,
+    RegistryClient,
+    RegistryError,
+    parse_manifest,
+    registry_base_url,
+)
 from provision.names import ModelName
-from provision.registry import Manifest, RegistryError, parse_manifest, registry_base_url
-
-if TYPE_CHECKING:
-    from provision.bundle.writer import BlobSink
-    from provision.host import ServerAddress
-    from provision.registry import RegistryClient
+from provision.server import OllamaServer, ServerError
 
 Progress = Callable[[int], None]  # bytes just moved
 Say = Callable[[str], None]  # a notice: a retry, a resume
@@ -33,7 +34,7 @@ Say = Callable[[str], None]  # a notice: a retry, a resume
 class Source(Protocol):
     label: str  # for messages: "the registry https://...", "the server at http://..."
 
-    def manifest(self, name: ModelName) -> Manifest: ...
+    def manifest(self, name: ModelName) -> ModelManifest: ...
 
     def copy(self, name: ModelName, sink: BlobSink, progress: Progress, say: Say) -> int:
         """Fill the sink from where it stopped, check it; the bytes fetched."""
@@ -61,7 +62,7 @@ class RegistrySource:
         self.sleep = sleep
         self.label = "the registry"
 
-    def manifest(self, name: ModelName) -> Manifest:
+    def manifest(self, name: ModelName) -> ModelManifest:
         return self.registry.manifest(name)
 
     def close(self) -> None:
@@ -140,40 +141,33 @@ class RegistrySource:
         return fetched
 
 
-_FROM_PATH = re.compile(r"^FROM\s+(\S.*?sha256[-:]([0-9a-fA-F]{64}))\s*$", re.MULTILINE)
-
-
 class ServerSource:
     """Models a server on this machine has: read from its models folder, which the
     server itself names (the weights path in `/api/show`'s modelfile)."""
 
-    def __init__(self, address: ServerAddress, options: TransferOptions | None = None) -> None:
-        from provision.http import Timeouts, client
-
-        self.address = address
-        self.options = options = options or TransferOptions()
-        self.label = f"the server at {address.url}"
-        self.http = client(address.url, loopback=address.is_loopback,
-                           timeouts=Timeouts(connect=options.connect_timeout, read=30.0))
+    def __init__(self, server: OllamaServer, options: TransferOptions | None = None) -> None:
+        self.server = server
+        self.options = options or TransferOptions()
+        self.label = f"the server at {server.url}"
         self._folders: dict[tuple[str, str, str, str], Path] = {}
 
     def close(self) -> None:
-        self.http.close()
+        self.server.close()
 
-    def manifest(self, name: ModelName) -> Manifest:
-        from provision.drift import server_show
-        from provision.inventory import fetch_inventory
-
-        installed = fetch_inventory(self.http).find(name)
+    def manifest(self, name: ModelName) -> ModelManifest:
+        installed = self.server.tags().find(name)
         if installed is None:
             raise BundleError(f"{self.label} has no model {name.short}",
                               hint="`ollama list` there shows what it has", exit_code=EXIT_USAGE)
-        body, error = server_show(self.http, installed.name)
-        found = _FROM_PATH.search(str((body or {}).get("modelfile") or ""))
-        if found is None:
+        try:
+            show, error = self.server.show(installed.name), None
+        except ServerError as exc:
+            show, error = None, exc.reason
+        weights_file = show.weights_file if show is not None else None
+        if weights_file is None or show is None or show.weights is None:
             raise BundleError(f"{self.label} shows no weights file for {name.short} "
                               f"({error or 'a model without local weights, such as a cloud one'})")
-        folder = Path(found.group(1)).parent.parent
+        folder = Path(weights_file).parent.parent
         if not (folder / "blobs").is_dir():
             raise BundleError(
                 f"{self.label} keeps {name.short} in {folder}, which is not on this machine",
@@ -182,7 +176,7 @@ class ServerSource:
         raw = _read_manifest(folder, installed.name)
         manifest = parse_manifest(installed.name, raw)
         weights = manifest.weights if manifest is not None else None
-        if weights is None or weights.digest != f"sha256:{found.group(2).lower()}":
+        if weights is None or weights.digest != show.weights:
             raise BundleError(f"the manifest of {name.short} in {folder} does not name the "
                               "weights the server uses: the models folder changed meanwhile?")
         self._folders[installed.name.key] = folder

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 
 from provision.bundle.reader import BundleReader
+from provision.models.registry import Layer
 from provision.names import ModelName
-from provision.registry import Layer
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,24 @@ import pkgutil
 from functools import lru_cache
 
 from provision.clients._base import (
+    CLIENT_OPTIONS,
+    ClientOptions,
     ConfigClient,
+    ConfigOutcome,
     ConfigRequest,
     EnvClient,
     EnvVar,
-    OptionSpec,
 )
+from provision.clients._env import (
+    ENV_OPTIONS,
+    EnvOptions,
+    EnvPlan,
+    env_fields,
+    env_result,
+    plan_env,
+    render_env,
+)
+from provision.clients._files import FileResult, replace_file
 from provision.errors import UsageError
 
 
@@ -61,5 +73,9 @@ def env_client(name: str) -> EnvClient:
     return clients[name]
 
 
-__all__ = ["ConfigClient", "ConfigRequest", "EnvClient", "EnvVar", "OptionSpec",
-           "config_client", "config_clients", "env_client", "env_clients"]
+__all__ = [
+    "CLIENT_OPTIONS", "ENV_OPTIONS", "ClientOptions", "ConfigClient", "ConfigOutcome",
+    "ConfigRequest", "EnvClient", "EnvOptions", "EnvPlan", "EnvVar", "FileResult",
+    "config_client", "config_clients", "env_client", "env_clients", "env_fields",
+    "env_result", "plan_env", "render_env", "replace_file",
+]

@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from provision.host import ServerAddress
-
-# A manifest key's check: (test, what is expected, the options field it fills).
-OptionSpec = tuple[Callable[[Any], bool], str, str]
+from provision.clients._files import FileResult
+from provision.server import ServerAddress
+from provision.tables import Schema, is_bool, is_text
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class ConfigOutcome:
     """What a config client wrote (or, in a dry run, would write)."""
 
     client: str
-    file: Any  # provision.configure.FileResult
+    file: FileResult
     models: tuple[tuple[str, str], ...]  # (role, model): ("chat", "qwen2.5:7b"), ...
     usage: str  # how to use it, in a command
     warnings: tuple[str, ...] = ()
@@ -68,14 +67,6 @@ class ConfigOutcome:
     @property
     def changed(self) -> bool:
         return bool(self.file.changed)
-
-
-def is_str(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def is_bool(value: Any) -> bool:
-    return isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -89,10 +80,10 @@ class ClientOptions:
 
 
 # key -> (check, what is expected, ClientOptions field)
-CLIENT_OPTIONS: dict[str, OptionSpec] = {
-    "path": (is_str, "the tool's config file path", "path"),
-    "model": (is_str, "a model name", "model"),
-    "embedding_model": (is_str, "a model name", "embedding_model"),
+CLIENT_OPTIONS: Schema = {
+    "path": (is_text, "the tool's config file path", "path"),
+    "model": (is_text, "a model name", "model"),
+    "embedding_model": (is_text, "a model name", "embedding_model"),
     "set_default": (is_bool, "true or false", "set_default"),
 }
 
@@ -102,7 +93,7 @@ class ConfigClient:
     name: str
     summary: str
     # Writes the config; None for Codex, which `config`'s own flags and apply's configure
-    # step drive (provision.configure).
+    # step drive (provision.clients.codex).
     configure: Callable[[ConfigRequest], Any] | None = None
 
 

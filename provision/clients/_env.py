@@ -17,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from provision.clients._base import EnvClient, EnvVar
-from provision.errors import UsageError
-from provision.host import ServerAddress
+from provision.errors import EXIT_NOT_READY, EXIT_OK, UsageError
+from provision.result import CommandResult
+from provision.server import ServerAddress
+from provision.tables import Schema, is_bool, is_name_list, is_text
 
 FORMATS = ("sh", "dotenv", "json", "github")
-SCHEMA = "ollama-provision.env/1"
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@\[\]%+,=-]*$")
 
@@ -36,16 +37,11 @@ class EnvOptions:
     override: bool = False
 
 
-def _is_name_list(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
-
-
-# key -> (check, what is expected, EnvOptions field)
-ENV_OPTIONS = {
-    "for": (_is_name_list, "a list of clients, e.g. ['ollama', 'openai']", "clients"),
+ENV_OPTIONS: Schema = {
+    "for": (is_name_list, "a list of clients, e.g. ['ollama', 'openai']", "clients"),
     "format": (lambda v: v in FORMATS, f"one of {', '.join(FORMATS)}", "format"),
-    "file": (lambda v: isinstance(v, str) and bool(v.strip()), "a file path", "file"),
-    "override": (lambda v: isinstance(v, bool), "true or false", "override"),
+    "file": (is_text, "a file path", "file"),
+    "override": (is_bool, "true or false", "override"),
 }
 
 
@@ -133,13 +129,13 @@ def shown(name: str, value: str) -> str:
 # --- formats -----------------------------------------------------------------------------
 
 
-def render(plan: EnvPlan, fmt: str) -> str:
+def render_env(plan: EnvPlan, fmt: str) -> str:
     if fmt == "sh":
         return "".join(f"export {v.name}={shlex.quote(v.value)}\n" for v in plan.variables)
     if fmt == "dotenv":
         return "".join(f"{v.name}={_dotenv_value(v.value)}\n" for v in plan.variables)
     if fmt == "json":
-        return json.dumps(to_json(plan), indent=2) + "\n"
+        return json.dumps(env_result(plan).to_json(), indent=2) + "\n"
     if fmt == "github":
         return "".join(_github_entry(v) for v in plan.variables)
     raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
@@ -165,9 +161,13 @@ def _github_entry(var: EnvVar) -> str:
     return f"{var.name}<<{delimiter}\n{var.value}\n{delimiter}\n"
 
 
-def to_json(plan: EnvPlan) -> dict[str, object]:
+def env_result(plan: EnvPlan) -> CommandResult:
+    """The `env --json` document: exit code 1 when a variable set here was kept."""
+    return CommandResult("env", EXIT_NOT_READY if plan.kept else EXIT_OK, env_fields(plan))
+
+
+def env_fields(plan: EnvPlan) -> dict[str, object]:
     return {
-        "schema": SCHEMA,
         "server": plan.address.url,
         "clients": [c.name for c in plan.readers],
         "variables": {v.name: v.value for v in plan.variables},

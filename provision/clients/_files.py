@@ -1,4 +1,4 @@
-"""A tool's file, changed as carefully as Codex's config (provision.configure): under
+"""A tool's file, changed as carefully as Codex's config (provision.clients.codex): under
 its lock, backed up, replaced atomically (safe_file); a dry run only shows the diff.
 A TOML config is edited format-preserving and checked (toml_edit); a file of this
 tool's own (an env file) is replaced whole."""
@@ -6,15 +6,31 @@ tool's own (an env file) is replaced whole."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from provision import safe_file
-from provision.configure import FileResult
 from provision.errors import UsageError
 from provision.toml_edit import Op, decode, edit_text, loads, unified_diff
 
 Planner = Callable[[dict[str, Any]], "tuple[Op, ...]"]
+FileStatus = Literal["created", "changed", "unchanged", "would-create", "would-change"]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one file of a tool's (or would, in a dry run)."""
+
+    path: str
+    role: str  # "config", "profile" or "output"
+    status: FileStatus
+    backup: str | None = None
+    diff: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.status != "unchanged"
 
 
 def edit_toml_file(path: Path, plan: Planner, *, dry_run: bool = False,

@@ -9,7 +9,7 @@ dbgpt/model/proxy/llms/ollama.py) for a `proxy/ollama` model that names none.
 from __future__ import annotations
 
 from provision.clients._base import EnvClient, EnvVar, same_url, server_url
-from provision.host import ServerAddress
+from provision.server.address import ServerAddress
 
 
 def _variables(address: ServerAddress) -> tuple[EnvVar, ...]:

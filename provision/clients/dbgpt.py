@@ -24,6 +24,7 @@ from provision.clients._base import (
     ConfigRequest,
     server_url,
 )
+from provision.clients._files import edit_toml_file
 from provision.errors import UsageError
 from provision.names import parse_name
 from provision.toml_edit import Op, SetArrayEntry, SetKeys, get_table
@@ -37,8 +38,6 @@ SHOWN = ((LLMS, frozenset({"name", "provider", "api_base"})),
 
 
 def configure(request: ConfigRequest) -> ConfigOutcome:
-    from provision.clients._files import edit_toml_file
-
     if not request.output:
         raise UsageError("DB-GPT reads the config file named by `dbgpt start webserver "
                          "--config FILE`; name it with --output FILE",

@@ -11,7 +11,7 @@ Ollama would read `OLLAMA_HOST=127.0.0.1` as port 11434: the two forms conflict,
 from __future__ import annotations
 
 from provision.clients._base import EnvClient, EnvVar
-from provision.host import ServerAddress
+from provision.server.address import ServerAddress
 
 
 def _split(address: ServerAddress) -> bool:

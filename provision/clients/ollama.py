@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from provision.clients._base import EnvClient, EnvVar
 from provision.errors import UsageError
-from provision.host import DEFAULT_PORT, ServerAddress, parse_host
+from provision.server.address import DEFAULT_PORT, ServerAddress, parse_host
 
 
 def ollama_host(address: ServerAddress) -> str:

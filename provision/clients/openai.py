@@ -9,7 +9,7 @@ these tools would send it to this server.
 from __future__ import annotations
 
 from provision.clients._base import EnvClient, EnvVar, same_url, server_url
-from provision.host import ServerAddress
+from provision.server.address import ServerAddress
 
 PLACEHOLDER_KEY = "ollama"  # any non-empty value: Ollama does not check it
 

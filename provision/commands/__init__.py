@@ -6,9 +6,9 @@ import argparse
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from provision.host import ServerAddress
     from provision.names import ModelName
     from provision.output import Output
+    from provision.server.address import ServerAddress
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -67,9 +67,9 @@ def whole_number(minimum: int, maximum: int = MAX_COUNT) -> Callable[[str], int]
 def server_and_models(args: argparse.Namespace) -> tuple[Output, list[ModelName], ServerAddress]:
     """The start every server command shares: output, names checked before any request
     (an invalid one is exit 2), the resolved address and its notes."""
-    from provision.host import resolve_host
     from provision.names import parse_names
     from provision.output import Output
+    from provision.server.address import resolve_host
 
     out = Output(json_mode=args.json, quiet=args.quiet)
     names = parse_names(args.models)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provision.commands import common_options, positive_float
+from provision.result import CommandResult
 
-SCHEMA = "ollama-provision.apply/1"
+if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
+    from provision.apply import ApplyModelResult, ApplyResult
+    from provision.models import Verification
+    from provision.output import Output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,10 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provision.apply import INTERRUPTED_TEXT, ApplyOptions, StepLog, run_apply
+    from provision.apply.manifest import load_manifest
+    from provision.apply.run import INTERRUPTED_TEXT, ApplyOptions, StepLog, run_apply
     from provision.errors import EXIT_INTERRUPTED
     from provision.github import Actions
-    from provision.manifest import load_manifest
     from provision.output import Output, stream_is_terminal
 
     manifest = load_manifest(args.file)
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             out.info(f"models directory (cache it between runs): {result.models_dir}")
     actions.append_summary(markdown_summary(result))
     if args.json:
-        out.emit_json(to_json(result))
+        out.emit_result(to_result(result))
     elif out.terminal:
         _render_rich(result, out)
     else:
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _verification(v: Any) -> dict[str, Any] | None:
+def _verification(v: Verification | None) -> dict[str, Any] | None:
     if v is None:
         return None
     return {"ok": v.ok, "placement": v.placement, "size": v.size, "size_vram": v.size_vram,
@@ -83,38 +87,35 @@ def _verification(v: Any) -> dict[str, Any] | None:
             "load_seconds": v.load_seconds, "error": v.error}
 
 
-def to_json(result: Any) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
+def to_result(result: ApplyResult) -> CommandResult:
+    return CommandResult("apply", result.exit_code, {
         "source": result.source,
         "server": {"url": result.address.url},
         "dry_run": result.dry_run,
-        "ready": result.exit_code == 0,
         "changed": result.changed,
-        "exit_code": result.exit_code,
         "models_dir": result.models_dir,
         "steps": [{"name": s.name, "status": s.status, "changed": s.changed,
                    "duration": round(s.duration, 3), "summary": s.summary,
                    "errors": list(s.errors), "data": s.data} for s in result.steps],
         "models": [{"name": m.name, "declared": m.declared, "required": m.required,
                     "custom": m.custom, "verdict": m.verdict, "where": m.where, "pull": m.pull,
-                    "create": m.create, "status": m.status, "changed": m.status == "changed",
+                    "create": m.create, "status": m.status, "changed": m.changed,
                     "error": m.error, "notes": list(m.notes),
                     "verification": _verification(m.verification)} for m in result.models],
-    }
+    })
 
 
-def _rate(m: Any) -> str:
+def _rate(m: ApplyModelResult) -> str:
     v = m.verification
     return f"{v.tokens_per_second:.1f}" if v and v.tokens_per_second else ""
 
 
-def _where(m: Any) -> str:
+def _where(m: ApplyModelResult) -> str:
     v = m.verification
     return (v.placement if v and v.placement else None) or m.where or ""
 
 
-def markdown_summary(result: Any) -> str:
+def markdown_summary(result: ApplyResult) -> str:
     verdict = "ready" if result.exit_code == 0 else f"not ready (exit {result.exit_code})"
     lines = [f"### ollama-provision apply: {verdict}", "",
              f"Server `{result.address.url}`, manifest `{result.source}`", "",
@@ -128,7 +129,7 @@ def markdown_summary(result: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _render_plain(result: Any, out: Any) -> None:
+def _render_plain(result: ApplyResult, out: Output) -> None:
     for m in result.models:
         facts = [f for f in (_where(m), f"{_rate(m)} tok/s" if _rate(m) else "") if f]
         line = f"model {m.name}: {m.status}" + (f" ({', '.join(facts)})" if facts else "")
@@ -144,8 +145,8 @@ def _render_plain(result: Any, out: Any) -> None:
     out.line(f"apply: {state} ({what})")
 
 
-def _render_rich(result: Any, out: Any) -> None:
-    from rich.table import Table
+def _render_rich(result: ApplyResult, out: Output) -> None:
+    from rich.table import Table  # tens of ms: only for a terminal
 
     console = out.console
     style = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "dim"}

@@ -18,15 +18,20 @@ from provision.errors import (
     EXIT_UNREACHABLE,
     ProvisionError,
 )
+from provision.output import human_bytes
+from provision.result import CommandResult
 
-if TYPE_CHECKING:
-    from provision.bundle import BundleSummary, CreateResult, PushOutcome, VerifyResult
+if TYPE_CHECKING:  # the real imports happen inside the runs: `--help` stays instant
+    from provision.bundle import (
+        BundleReader,
+        BundleSummary,
+        CreateResult,
+        PushOutcome,
+        TransferOptions,
+        VerifyResult,
+    )
     from provision.output import Output
-
-CREATE_SCHEMA = "ollama-provision.bundle-create/1"
-INSPECT_SCHEMA = "ollama-provision.bundle-inspect/1"
-VERIFY_SCHEMA = "ollama-provision.bundle-verify/1"
-PUSH_SCHEMA = "ollama-provision.bundle-push/1"
+    from provision.server import OllamaServer, ServerAddress
 
 
 def _rate(text: str) -> float:
@@ -122,14 +127,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _output(args: argparse.Namespace) -> Output:
+    # Imported in each run, not at the top: `--help` and argument errors stay instant.
     from provision.output import Output
 
     return Output(json_mode=args.json, quiet=args.quiet)
 
 
-def _transfer(args: argparse.Namespace) -> Any:
+def _transfer(args: argparse.Namespace) -> TransferOptions:
     from provision.bundle import TransferOptions
-    from provision.pull import PullOptions
+    from provision.models.pull import PullOptions
 
     return TransferOptions(retries=args.retries, limit_rate=args.limit_rate,
                            backoff_base=PullOptions.backoff_from_env())
@@ -148,22 +154,21 @@ def _reporter(out: Output) -> Any:
 
 def run_create(args: argparse.Namespace) -> int:
     from provision.bundle import RegistrySource, ServerSource, create_bundle
+    from provision.models import RegistryClient
     from provision.names import parse_names
-    from provision.registry import RegistryClient
+    from provision.server import resolve_host
 
     out = _output(args)
     names = parse_names(args.models)
     transfer = _transfer(args)
     if args.from_server:
-        from provision.host import resolve_host
-        from provision.probe import probe
-
-        address = resolve_host(args.from_server)
-        result = probe(address)
-        if result.diagnosis is not None:
-            out.diagnosis(result.diagnosis)
+        server = _server(resolve_host(args.from_server), transfer)
+        facts = server.probe()
+        if facts.diagnosis is not None:
+            server.close()
+            out.diagnosis(facts.diagnosis)
             return EXIT_UNREACHABLE
-        source: Any = ServerSource(address, transfer)
+        source: Any = ServerSource(server, transfer)
     else:
         source = RegistrySource(RegistryClient(insecure=args.insecure), transfer)
     reporter = _reporter(out)
@@ -178,14 +183,14 @@ def run_create(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except ProvisionError as exc:
         if out.json_mode:
-            out.emit_json({"schema": CREATE_SCHEMA, "ok": False, "exit_code": exc.exit_code,
-                           "path": str(args.output),
-                           "error": {"message": exc.message, "hint": exc.hint}})
+            out.emit_result(CommandResult("bundle-create", exc.exit_code, {
+                "path": str(args.output),
+                "error": {"message": exc.message, "hint": exc.hint}}))
         raise
     finally:
         source.close()
     if out.json_mode:
-        out.emit_json(_create_json(result_))
+        out.emit_result(_create_result(result_))
     elif result_.status == "unchanged":
         out.line(f"{result_.path}: unchanged, it already holds these models "
                  "(nothing downloaded)")
@@ -195,8 +200,8 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def _create_line(result: CreateResult, label: str) -> str:
+    from provision.models.progress import format_duration
     from provision.output import human_bytes
-    from provision.progress import format_duration
 
     count = len(result.index.models)
     kept = f", {human_bytes(result.kept)} kept from an interrupted run" if result.kept else ""
@@ -205,15 +210,15 @@ def _create_line(result: CreateResult, label: str) -> str:
             f"{format_duration(result.duration)})")
 
 
-def _create_json(result: CreateResult) -> dict[str, Any]:
-    return {
-        "schema": CREATE_SCHEMA, "ok": True, "exit_code": EXIT_OK, "path": str(result.path),
+def _create_result(result: CreateResult) -> CommandResult:
+    return CommandResult("bundle-create", EXIT_OK, {
+        "path": str(result.path),
         "status": result.status, "size": result.size, "fetched": result.fetched,
         "kept": result.kept, "duration_s": round(result.duration, 3),
         "models": [{"name": m.name.short, "manifest_digest": m.manifest_digest}
                    for m in result.index.models],
         "blobs": [{"digest": b.digest, "size": b.size} for b in result.index.blobs],
-    }
+    })
 
 
 # --- inspect ------------------------------------------------------------------------------
@@ -225,15 +230,15 @@ def run_inspect(args: argparse.Namespace) -> int:
     out = _output(args)
     summary = summarize(BundleReader(args.file))
     if out.json_mode:
-        out.emit_json(_inspect_json(args.file, summary))
+        out.emit_result(_inspect_result(args.file, summary))
     else:
         _render_inspect(out, args.file, summary)
     return EXIT_OK
 
 
-def _inspect_json(path: Path, summary: BundleSummary) -> dict[str, Any]:
-    return {
-        "schema": INSPECT_SCHEMA, "path": str(path), "file_size": summary.file_size,
+def _inspect_result(path: Path, summary: BundleSummary) -> CommandResult:
+    return CommandResult("bundle-inspect", EXIT_OK, {
+        "path": str(path), "file_size": summary.file_size,
         "blob_bytes": summary.blob_bytes, "shared_bytes": summary.shared_bytes,
         "models": [{
             "name": m.name.short, "full_name": m.name.full, "size": m.size,
@@ -244,12 +249,10 @@ def _inspect_json(path: Path, summary: BundleSummary) -> dict[str, Any]:
             "layers": [{"media_type": x.media_type, "digest": x.digest, "size": x.size}
                        for x in m.layers],
         } for m in summary.models],
-    }
+    })
 
 
 def _render_inspect(out: Output, path: Path, summary: BundleSummary) -> None:
-    from provision.output import human_bytes
-
     count = len(summary.models)
     shared = (f", {human_bytes(summary.shared_bytes)} shared between models"
               if summary.shared_bytes else "")
@@ -299,7 +302,7 @@ def run_verify(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     exit_code = EXIT_OK if result.ok else EXIT_NOT_READY
     if out.json_mode:
-        out.emit_json(_verify_json(args.file, result, exit_code))
+        out.emit_result(_verify_result(args.file, result, exit_code))
     elif result.ok:
         out.line(_verify_line(args.file, reader, result))
     for problem in result.problems:
@@ -310,28 +313,31 @@ def run_verify(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _verify_line(path: Path, reader: Any, result: VerifyResult) -> str:
-    from provision.output import human_bytes
-
+def _verify_line(path: Path, reader: BundleReader, result: VerifyResult) -> str:
     models, blobs = len(reader.index.models), len(reader.index.blobs)
     return (f"{path}: intact, every digest matches ({models} model{'s' if models != 1 else ''}"
             f", {blobs} blob{'s' if blobs != 1 else ''}, {human_bytes(result.checked_bytes)})")
 
 
-def _verify_json(path: Path, result: VerifyResult, exit_code: int) -> dict[str, Any]:
-    return {"schema": VERIFY_SCHEMA, "ok": result.ok, "exit_code": exit_code,
-            "path": str(path), "checked_bytes": result.checked_bytes,
-            "problems": list(result.problems)}
+def _verify_result(path: Path, result: VerifyResult, exit_code: int) -> CommandResult:
+    return CommandResult("bundle-verify", exit_code, {
+        "path": str(path), "checked_bytes": result.checked_bytes,
+        "problems": list(result.problems)})
 
 
 # --- push ---------------------------------------------------------------------------------
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from provision.bundle import BundleReader, PushInterrupted, PushOptions, provision_from_bundle
-    from provision.host import resolve_host
+    from provision.bundle import (
+        BundleReader,
+        PushInterrupted,
+        PushOptions,
+        PushStatus,
+        provision_from_bundle,
+    )
     from provision.names import parse_names
-    from provision.probe import probe
+    from provision.server import resolve_host
 
     out = _output(args)
     names = parse_names(args.models)
@@ -341,32 +347,34 @@ def run_push(args: argparse.Namespace) -> int:
     address = resolve_host(args.host)
     for note in address.notes:
         out.warn(note)
-    found = probe(address)
-    server = {"url": address.url, "source": address.source, "version": found.version}
-    if found.diagnosis is not None:
-        if out.json_mode:
-            out.emit_json({"schema": PUSH_SCHEMA, "ok": False, "exit_code": EXIT_UNREACHABLE,
-                           "server": server, "bundle": str(args.file),
-                           "diagnosis": found.diagnosis.to_json(), "models": []})
-        out.diagnosis(found.diagnosis)
-        return EXIT_UNREACHABLE
-    options = PushOptions(upgrade=not args.no_upgrade, transfer=_transfer(args))
-    reporter = _reporter(out)
-    interrupted = False
-    try:
-        with reporter if reporter is not None else nullcontext():
-            outcomes = provision_from_bundle(reader, address, names, options=options,
-                                             reporter=reporter)
-    except PushInterrupted as stop:
-        outcomes, interrupted = stop.outcomes, True
+    transfer = _transfer(args)
+    with _server(address, transfer) as server:
+        found = server.probe()
+        about = {"url": address.url, "source": address.source, "version": found.version}
+        if found.diagnosis is not None:
+            if out.json_mode:
+                out.emit_result(CommandResult("bundle-push", EXIT_UNREACHABLE, {
+                    "server": about, "bundle": str(args.file),
+                    "diagnosis": found.diagnosis.to_json(), "models": []}))
+            out.diagnosis(found.diagnosis)
+            return EXIT_UNREACHABLE
+        options = PushOptions(upgrade=not args.no_upgrade, transfer=transfer)
+        reporter = _reporter(out)
+        interrupted = False
+        try:
+            with reporter if reporter is not None else nullcontext():
+                outcomes = provision_from_bundle(reader, server, names, options=options,
+                                                 reporter=reporter)
+        except PushInterrupted as stop:
+            outcomes, interrupted = stop.outcomes, True
     exit_code = EXIT_INTERRUPTED if interrupted else (
         EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_READY)
     if out.json_mode:
-        out.emit_json(_push_json(outcomes, server, str(args.file), exit_code))
+        out.emit_result(_push_result(outcomes, about, str(args.file), exit_code))
     else:
         _render_push(out, outcomes)
     for o in outcomes:
-        if o.status == "failed" and o.error is not None:
+        if o.status == PushStatus.FAILED and o.error is not None:
             out.error(f"{o.name.short}: {o.error.message}", o.error.hint)
     if interrupted:
         out.error("interrupted: run the same command again to continue; blobs already on "
@@ -374,15 +382,26 @@ def run_push(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def _server(address: ServerAddress, transfer: TransferOptions) -> OllamaServer:
+    """The server, its reads timed as the transfer options say (silence for
+    `read_timeout` is a failed attempt)."""
+    from provision.http import Timeouts
+    from provision.server import OllamaServer
+
+    return OllamaServer(address, timeouts=Timeouts(
+        connect=transfer.connect_timeout, read=transfer.read_timeout,
+        write=transfer.read_timeout))
+
+
 def _render_push(out: Output, outcomes: list[PushOutcome]) -> None:
-    from provision.bundle import outcome_text
+    from provision.bundle import PushStatus, outcome_text
 
     if out.quiet:
         return
     for o in outcomes:
-        if o.status == "failed" and o.error is not None:
+        if o.status == PushStatus.FAILED and o.error is not None:
             out.line(f"{o.name.short}: failed ({o.error.kind})")
-        elif o.status == "interrupted":
+        elif o.status == PushStatus.INTERRUPTED:
             out.line(f"{o.name.short}: interrupted")
         else:
             out.line(f"{o.name.short}: {outcome_text(o)}")
@@ -390,10 +409,9 @@ def _render_push(out: Output, outcomes: list[PushOutcome]) -> None:
             out.line(f"  note: {note}")
 
 
-def _push_json(outcomes: list[PushOutcome], server: dict[str, Any], bundle: str,
-               exit_code: int) -> dict[str, Any]:
-    return {
-        "schema": PUSH_SCHEMA, "ok": exit_code == EXIT_OK, "exit_code": exit_code,
+def _push_result(outcomes: list[PushOutcome], server: dict[str, Any], bundle: str,
+                 exit_code: int) -> CommandResult:
+    return CommandResult("bundle-push", exit_code, {
         "server": server, "bundle": bundle,
         "models": [{
             "name": o.name.short, "status": o.status, "size": o.size,
@@ -406,4 +424,4 @@ def _push_json(outcomes: list[PushOutcome], server: dict[str, Any], bundle: str,
                 "kind": o.error.kind, "message": o.error.message, "hint": o.error.hint,
                 "detail": o.error.detail},
         } for o in outcomes],
-    }
+    })

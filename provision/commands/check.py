@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from provision.commands import common_options, positive_float, server_and_models
-from provision.errors import EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE
+from provision.errors import EXIT_NOT_READY, EXIT_UNREACHABLE
+from provision.output import human_bytes
+from provision.result import CommandResult
 
-SCHEMA = "ollama-provision.check/1"
+if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
+    from provision.output import Output
+    from provision.server import ModelStatus, OllamaServer, Readiness, ServerFacts
+
 # The whole command's deadline: the probe (10 s) and the model list (30 s) with some
 # slack, plus --wait, plus per model judged with --hardware (registry reads).
 DEADLINE_S = 45.0
@@ -46,24 +52,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `--help` and argument errors stay instant.
     from provision.http import deadline
-    from provision.readiness import check_readiness
+    from provision.server import OllamaServer, check_readiness
 
     out, names, address = server_and_models(args)
     seconds = DEADLINE_S + args.wait + (HARDWARE_PER_MODEL_S * len(names) if args.hardware
                                         else 0.0)
-    with deadline(seconds, "the whole check"):
+    with deadline(seconds, "the whole check"), OllamaServer(address) as server:
         report = check_readiness(
-            address, names, wait=args.wait, min_version=args.min_version,
+            server, names, wait=args.wait, min_version=args.min_version,
             on_wait=_waiting_printer(out) if args.wait else None,
         )
-        fits = _judge(report, address) if args.hardware and report.diagnosis is None else {}
+        fits = _judge(report, server) if args.hardware and report.server.reachable else {}
     if args.json:
-        document = to_json(report)
-        for model in document["models"]:
+        result = to_result(report)
+        for model in result.fields["models"]:
             if model["name"] in fits:
                 model["hardware"] = fits[model["name"]]
-        out.emit_json(document)
+        out.emit_result(result)
     elif out.terminal:
         _render_rich(report, out)
     else:
@@ -73,24 +80,25 @@ def run(args: argparse.Namespace) -> int:
             out.line(f"model {name}: {fit['verdict']}" + (f" ({fit['where']})" if fit["where"]
                                                           else "")
                      + (f": {fit['error']}" if fit["error"] else ""))
-    if report.diagnosis is not None:
-        out.diagnosis(report.diagnosis)
+    if report.server.diagnosis is not None:
+        out.diagnosis(report.server.diagnosis)
     for warning in report.warnings:
         out.warn(warning)
     return report.exit_code
 
 
-def _judge(report: Any, address: Any) -> dict[str, dict[str, Any]]:
+def _judge(report: Readiness, server: OllamaServer) -> dict[str, dict[str, Any]]:
     """Hardware verdict per requested model (the machine probe is fast; the models are
     judged from /api/show when present, else from the registry)."""
-    from provision.hardware_report import assess
-    from provision.machine import probe_machine
+    # Only with --hardware: the machine probe's imports (psutil, GPU tools) stay off
+    # `check`'s usual path.
+    from provision.hardware import assess, probe_machine
 
     names = [m.name for m in report.models]
     if not names:
         return {}
-    judged = assess(names, probe_machine(server=address), address=address,
-                    server_version=report.version, alternatives=False)
+    judged = assess(names, probe_machine(server=server), server=server,
+                    server_version=report.server.version, alternatives=False)
     result = {}
     for status, model in zip(report.models, judged.models):
         fit = model.fit
@@ -106,31 +114,28 @@ def _judge(report: Any, address: Any) -> dict[str, dict[str, Any]]:
     return result
 
 
-def _waiting_printer(out: Any) -> Any:
-    last = {"kind": None, "at": 0.0}
+def _waiting_printer(out: Output) -> Callable[[ServerFacts, float], None]:
+    last: dict[str, Any] = {"kind": None, "at": 0.0}
 
-    def on_wait(result: Any, remaining: float) -> None:
-        kind = result.diagnosis.kind if result.diagnosis else None
+    def on_wait(facts: ServerFacts, remaining: float) -> None:
+        kind = facts.diagnosis.kind if facts.diagnosis else None
         now = time.monotonic()
-        if kind != last["kind"] or now - last["at"] >= 10:
-            out.info(f"waiting for Ollama at {result.address.url}: "
-                     f"{result.diagnosis.message} ({remaining:.0f} s left)")
+        if facts.diagnosis and (kind != last["kind"] or now - last["at"] >= 10):
+            out.info(f"waiting for Ollama at {facts.address.url}: "
+                     f"{facts.diagnosis.message} ({remaining:.0f} s left)")
             last.update(kind=kind, at=now)
 
     return on_wait
 
 
-def to_json(report: Any) -> dict[str, Any]:
-    diagnosis = report.diagnosis
-    return {
-        "schema": SCHEMA,
-        "ready": report.exit_code == EXIT_OK,
-        "exit_code": report.exit_code,
+def to_result(report: Readiness) -> CommandResult:
+    diagnosis = report.server.diagnosis
+    return CommandResult("check", report.exit_code, {
         "server": {
             "url": report.address.url,
             "source": report.address.source,
             "reachable": report.exit_code != EXIT_UNREACHABLE,
-            "version": report.version,
+            "version": report.server.version,
             "model_count": report.model_count,
             "responses_api": report.responses_api,
         },
@@ -147,12 +152,10 @@ def to_json(report: Any) -> dict[str, Any]:
             for m in report.models
         ],
         "warnings": list(report.warnings),
-    }
+    })
 
 
-def _model_line(m: Any) -> str:
-    from provision.output import human_bytes
-
+def _model_line(m: ModelStatus) -> str:
     if m.installed is None:
         return f"model {m.name.short}: missing (pull it: ollama-provision pull {m.name.short})"
     facts = [human_bytes(m.installed.size)]
@@ -160,30 +163,28 @@ def _model_line(m: Any) -> str:
     return f"model {m.display_name}: present ({', '.join(facts)})"
 
 
-def _render_plain(report: Any, out: Any) -> None:
-    if report.diagnosis is not None:
+def _render_plain(report: Readiness, out: Output) -> None:
+    if report.server.diagnosis is not None:
         state = "unreachable" if report.exit_code == EXIT_UNREACHABLE else "not ready"
         out.line(f"ollama: {state} at {report.address.url}")
         return
-    out.line(f"ollama: {report.version or 'unknown version'} at {report.address.url} "
+    out.line(f"ollama: {report.server.version or 'unknown version'} at {report.address.url} "
              f"({report.model_count} models) - {'ready' if report.exit_code == 0 else 'not ready'}")
     for m in report.models:
         out.line(_model_line(m))
 
 
-def _render_rich(report: Any, out: Any) -> None:
-    from rich.table import Table
-
-    from provision.output import human_bytes
+def _render_rich(report: Readiness, out: Output) -> None:
+    from rich.table import Table  # tens of ms: only for a terminal
 
     console = out.console
-    if report.diagnosis is not None:
+    if report.server.diagnosis is not None:
         state = "unreachable" if report.exit_code == EXIT_UNREACHABLE else "not ready"
         console.print(f"[bold red]✗[/] Ollama {state} at {report.address.url}")
         return
     mark = "[bold green]✓[/]" if report.exit_code == 0 else "[bold yellow]![/]"
     console.print(
-        f"{mark} Ollama [bold]{report.version or '?'}[/] at {report.address.url} "
+        f"{mark} Ollama [bold]{report.server.version or '?'}[/] at {report.address.url} "
         f"[dim]({report.address.describe_source()}, {report.model_count} models)[/]"
     )
     if not report.models:
@@ -203,5 +204,3 @@ def _render_rich(report: Any, out: Any) -> None:
         if missing:
             console.print(f"pull the missing models: [bold]ollama-provision pull {missing}[/]")
 
-
-__all__ = ["register", "run", "to_json", "EXIT_UNREACHABLE"]

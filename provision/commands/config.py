@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from provision.commands import common_options
+from provision.errors import EXIT_OK, UsageError
+from provision.result import CommandResult
 
-SCHEMA = "ollama-provision.config/1"
+if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
+    from provision.clients import ConfigOutcome
+    from provision.clients.codex import CodexConfigResult
+    from provision.output import Output
+
+# config's Codex-only flags, with the value that means "not given".
+_CODEX_ONLY = {"format": "auto", "codex_version": None, "profile": "ollama",
+               "provider_id": None, "codex_home": None, "env_key": None, "env_header": [],
+               "no_validate": False}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,17 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.client != "codex" or args.embedding_model:
-        from provision.clients._command import run_config
-
-        return run_config(args)  # other clients (an embedding model is not for Codex)
-    from pathlib import Path
-
-    from provision.codex_config import parse_env_header
-    from provision.configure import ConfigRequest, configure_codex
+        return _run_client(args)  # other clients (an embedding model is not for Codex)
+    # Imported here, not at the top: `--help` and argument errors stay instant.
+    from provision.clients.codex import CodexConfigRequest, configure_codex, parse_env_header
     from provision.output import Output
 
     out = Output(json_mode=args.json, quiet=args.quiet)
-    request = ConfigRequest(
+    request = CodexConfigRequest(
         model=args.model, host=args.host,
         output=Path(args.output) if args.output else None, format=args.format,
         codex_version=args.codex_version, profile=args.profile,
@@ -83,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = configure_codex(request)
     if args.json:
-        out.emit_json(to_json(result))
+        out.emit_result(to_result(result))
     else:
         _render(result, out)
     for warning in result.warnings:
@@ -93,12 +101,9 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def to_json(result: Any) -> dict[str, Any]:
+def to_result(result: CodexConfigResult) -> CommandResult:
     server = result.server
-    return {
-        "schema": SCHEMA,
-        "exit_code": result.exit_code,
-        "ready": result.exit_code == 0,
+    return CommandResult("config", result.exit_code, {
         "changed": result.changed and not result.dry_run,
         "dry_run": result.dry_run,
         "form": result.form,
@@ -136,7 +141,7 @@ def to_json(result: Any) -> dict[str, Any]:
                        for v in result.validation.checks],
         },
         "warnings": list(result.warnings),
-    }
+    })
 
 
 _FORMS = {
@@ -147,7 +152,7 @@ _FORMS = {
 }
 
 
-def _render(result: Any, out: Any) -> None:
+def _render(result: CodexConfigResult, out: Output) -> None:
     codex = result.codex
     release = f"Codex {codex.version}" if codex.version else "the newest Codex"
     source = {"flag": "--codex-version", "detected": "installed", "newest": "none installed"}
@@ -181,3 +186,60 @@ def _render(result: Any, out: Any) -> None:
         out.warn(f"could not ask codex: {validation.message}")
     if result.usage and result.exit_code == 0 and not result.dry_run:
         out.line(f"use it: {result.usage}")
+
+
+# --- `config --client NAME`: the clients other than Codex ---------------------------------
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    """One request to the client, one outcome, rendered as lines or one JSON document."""
+    from provision.clients import ConfigRequest, config_client
+    from provision.output import Output
+    from provision.server import resolve_host
+
+    client = config_client(args.client)
+    if client.configure is None:
+        raise UsageError(f"--embedding-model is not for --client {client.name}")
+    given = [k for k, unset in _CODEX_ONLY.items() if getattr(args, k) != unset]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UsageError(f"{flag} is for --client codex, not {client.name}")
+    out = Output(json_mode=args.json, quiet=args.quiet)
+    address = resolve_host(args.host)
+    for note in address.notes:
+        out.warn(note)
+    outcome = client.configure(ConfigRequest(
+        address=address, model=args.model, embedding_model=args.embedding_model,
+        output=args.output, set_default=args.set_default, dry_run=args.dry_run,
+        environ=os.environ))
+    if args.json:
+        out.emit_result(client_result(outcome, address.url))
+    else:
+        _render_client(outcome, out, address.url)
+    for warning in outcome.warnings:
+        out.warn(warning)
+    return EXIT_OK
+
+
+def client_result(outcome: ConfigOutcome, url: str) -> CommandResult:
+    f = outcome.file
+    return CommandResult("config-client", EXIT_OK, {
+        "client": outcome.client, "changed": outcome.changed and not outcome.dry_run,
+        "dry_run": outcome.dry_run, "server": {"url": url}, "models": dict(outcome.models),
+        "usage": outcome.usage,
+        "files": [{"path": f.path, "role": f.role, "status": f.status, "backup": f.backup,
+                   "diff": f.diff}],
+        "warnings": list(outcome.warnings),
+    })
+
+
+def _render_client(outcome: ConfigOutcome, out: Output, url: str) -> None:
+    models = ", ".join(f"{role} {model}" for role, model in outcome.models)
+    out.info(f"for {outcome.client} ({models}) and Ollama at {url}")
+    f = outcome.file
+    if outcome.dry_run and f.changed:
+        out.line(f.diff.rstrip("\n"))
+    backup = f" (backup: {f.backup})" if f.backup else ""
+    out.line(f"{f.status}: {f.path}{backup}")
+    if not outcome.dry_run:
+        out.line(f"use it: {outcome.usage}")

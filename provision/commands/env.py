@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from provision.commands import common_options
+from provision.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,13 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from provision.clients import env_client, env_clients
-    from provision.clients._env import plan_env, render
-    from provision.errors import EXIT_NOT_READY, EXIT_OK, UsageError
-    from provision.host import resolve_host
+    # Imported here, not at the top: `--help` and argument errors stay instant.
+    from provision.clients import env_client, env_clients, env_result, plan_env, render_env
     from provision.output import Output
+    from provision.server import resolve_host
 
     fmt = "json" if args.json else (args.format or "sh")
     if args.json and args.format not in (None, "json"):
@@ -60,22 +59,24 @@ def run(args: argparse.Namespace) -> int:
         n for n, c in env_clients().items() if c.default]
     plan = plan_env(address, [env_client(n) for n in names], os.environ,
                     override=args.override)
-    text = render(plan, fmt)
-    if fmt == "github":
+    result = env_result(plan)
+    if fmt == "json":
+        out.emit_result(result)
+    elif fmt == "github":
         assert github_env is not None
         try:
             with open(github_env, "a", encoding="utf-8") as f:
-                f.write(text)
+                f.write(render_env(plan, fmt))
         except OSError as exc:
             raise UsageError(f"cannot append to $GITHUB_ENV ({github_env}): "
                              f"{exc.strerror}") from None
         for var in plan.variables:
             out.line(f"{var.name}={var.value} (for later steps, from $GITHUB_ENV)")
     else:
-        out.stdout.write(text)
+        out.stdout.write(render_env(plan, fmt))
         out.stdout.flush()
     for note in plan.notes:
         out.info(f"note: {note}")
     for clash in plan.clashes:
         out.warn(clash.message)
-    return EXIT_NOT_READY if plan.kept else EXIT_OK
+    return result.exit_code

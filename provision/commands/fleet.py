@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from provision.commands import positive_float
+from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
-    from provision.fleet import FleetResult
-    from provision.fleet_host import HostResult
-
-SCHEMA = "ollama-provision.fleet/1"
+    from provision.fleet import FleetInventory, FleetResult, HostResult
+    from provision.models import Verification
 
 
 def _at_least_one(text: str) -> int:
@@ -61,10 +62,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `--help` and argument errors stay instant.
     from provision.errors import UsageError
-    from provision.fleet import FleetInterrupted, FleetOptions, run_fleet
-    from provision.fleet_inventory import load_inventory
-    from provision.fleet_view import make_view, render_plain, render_rich
+    from provision.fleet import (
+        FleetInterrupted,
+        FleetOptions,
+        NullView,
+        load_inventory,
+        run_fleet,
+    )
+    from provision.fleet.view import make_view, render_plain, render_rich
     from provision.output import Output, stream_is_terminal
 
     inventory = load_inventory(args.inventory)
@@ -87,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_fleet(inventory, options, confirm=confirm,
                            view=lambda s: make_view(s, quiet=args.quiet, terminal=terminal,
-                                                    stream=sys.stderr) or _Silent())
+                                                    stream=sys.stderr) or NullView())
     except FleetInterrupted as stop:
         result = stop.result
         out.error("interrupted: the servers stopped downloading and keep what they have",
                   "run the same command again to continue where it stopped")
     if args.json:
-        out.emit_json(to_json(result))
+        out.emit_result(to_result(result))
     elif not args.quiet:
         if out.terminal:
             render_rich(result, out.console)
@@ -107,30 +114,14 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _check_proxies(inventory: Any) -> None:
+def _check_proxies(inventory: FleetInventory) -> None:
     """A proxy setting that cannot be used is an input error before any host starts (in a
     host's thread it would be that host's failure, hundreds of times)."""
-    import os
-
     from provision.http import proxy_for
 
     for host in inventory.hosts:
         if not host.address.is_loopback:
             proxy_for(host.address.url, os.environ)
-
-
-class _Silent:
-    def __enter__(self) -> _Silent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
-
-    def finished(self, result: Any) -> None:
-        pass
 
 
 def _prompt(removals: list[tuple[str, tuple[str, ...]]]) -> bool:
@@ -162,7 +153,7 @@ def _allow_sockets(concurrency: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _verification(v: Any) -> dict[str, Any] | None:
+def _verification(v: Verification | None) -> dict[str, Any] | None:
     if v is None:
         return None
     return {"ok": v.ok, "placement": v.placement, "tokens_per_second": v.tokens_per_second,
@@ -182,28 +173,24 @@ def host_to_json(h: HostResult) -> dict[str, Any]:
     }
 
 
-def to_json(result: FleetResult) -> dict[str, Any]:
-    from collections import Counter
-
-    from provision.drift import drift_to_json
+def to_result(result: FleetResult) -> CommandResult:
+    from provision.fleet import FINAL_STATES
+    from provision.models import DriftState, drift_to_json
 
     states = Counter(h.state for h in result.hosts)
     o = result.options
-    return {
-        "schema": SCHEMA,
+    return CommandResult("fleet", result.exit_code, {
         "inventory": result.source,
-        "ready": result.ready,
         "changed": result.changed,
-        "exit_code": result.exit_code,
         "cancelled": result.cancelled,
         "options": {"upgrade": o.upgrade, "sync": o.sync, "dry_run": o.dry_run,
                     "verify": o.verify, "concurrency": result.concurrency},
         "duration": round(result.duration, 3),
-        "summary": {"hosts": len(result.hosts), **{s: states[s] for s in (
-            "ready", "not-ready", "unreachable", "timed-out", "interrupted")},
-            "changed": sum(1 for h in result.hosts if h.changed),
-            "stale": sorted({h for d in result.drift for h in d.with_state("stale")})},
+        "summary": {"hosts": len(result.hosts), **{str(s): states[s] for s in FINAL_STATES},
+                    "changed": sum(1 for h in result.hosts if h.changed),
+                    "stale": sorted({h for d in result.drift
+                                     for h in d.with_state(DriftState.STALE)})},
         "failing_hosts": [h.name for h in result.failing],
         "hosts": [host_to_json(h) for h in result.hosts],
         "drift": drift_to_json(result.drift),
-    }
+    })

@@ -1,22 +1,23 @@
 """`ollama-provision hardware [MODEL...]`: what this machine can run, before downloading.
 
-Thin layer: parse, probe (or `--assume`), `provision.hardware_report.assess`, render.
+Thin layer: parse, probe (or `--assume`), `provision.hardware.assess`, render.
 Everything heavy is imported inside `run`, so `--help` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from provision.commands import common_options, whole_number
+from provision.output import human_bytes
+from provision.result import CommandResult
 
-if TYPE_CHECKING:
-    from provision.hardware_report import HardwareReport, ModelReport
-    from provision.machine import Machine
+if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
+    from provision.hardware import HardwareReport, Machine, ModelReport
     from provision.output import Output
-
-SCHEMA = "ollama-provision.hardware/1"
 GIB = 1 << 30
 
 
@@ -51,38 +52,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provision.hardware_report import assess
-    from provision.host import resolve_host
+    # Imported here, not at the top: `--help` and argument errors stay instant.
+    from provision.hardware import Disk, assess, parse_assume, probe_machine
     from provision.names import parse_names
     from provision.output import Output
+    from provision.server import OllamaServer, resolve_host
 
     out = Output(json_mode=args.json, quiet=args.quiet)
     names = parse_names(args.models)  # invalid names fail here, before any request
     version = None
     if args.assume:
-        from provision.assume import parse_assume
-
         assumption = parse_assume(args.assume)
         machine, version = assumption.machine, assumption.server_version
         address = resolve_host(args.host) if args.host else None
+        server = OllamaServer(address) if address else None
     else:
-        from provision.machine import Disk, probe_machine
-
         address = resolve_host(args.host)
+        server = OllamaServer(address)
         remote = not address.is_loopback
         machine = probe_machine(disk=Disk(path="", source="remote", free=None) if remote
-                                else None, server=address)
+                                else None, server=server)
         if remote:
             out.warn(f"the server {address.url} is another machine: this report judges this "
                      "one (describe the server with --assume, or run this there)")
     for note in address.notes if address else ():
         out.warn(note)
-    report = assess(names, machine, address=address, num_ctx=args.num_ctx,
-                    require=args.require, server_version=version, offline=args.offline,
-                    insecure=args.insecure,
-                    header_budget=(1 << 30) if args.full_header else None)
+    with contextlib.ExitStack() as owned:
+        if server is not None:
+            owned.enter_context(server)
+        report = assess(names, machine, server=server, num_ctx=args.num_ctx,
+                        require=args.require, server_version=version, offline=args.offline,
+                        insecure=args.insecure,
+                        header_budget=(1 << 30) if args.full_header else None)
     if args.json:
-        out.emit_json(to_json(report))
+        out.emit_result(to_result(report))
     elif out.terminal:
         _render_rich(report, out)
     else:
@@ -99,21 +102,19 @@ def run(args: argparse.Namespace) -> int:
 # -- JSON ------------------------------------------------------------------------------------
 
 
-def to_json(report: HardwareReport) -> dict[str, Any]:
-    from provision.assume import machine_to_json
+def to_result(report: HardwareReport) -> CommandResult:
+    from provision.hardware import machine_to_json
 
-    return {
-        "schema": SCHEMA,
-        "ok": report.exit_code == 0,
-        "exit_code": report.exit_code,
+    server = report.server
+    return CommandResult("hardware", report.exit_code, {
         "require": report.require,
         "machine": machine_to_json(report.machine),
-        "server": {"url": report.server.url, "reachable": report.server.reachable,
-                   "version": report.server.version,
-                   "version_source": report.server.version_source},
+        "server": {"url": server.address.url if server else None,
+                   "reachable": server.reachable if server else False,
+                   "version": report.version, "version_source": report.version_source},
         "models": [_model_json(m) for m in report.models],
         "warnings": list(report.warnings),
-    }
+    })
 
 
 def _model_json(m: ModelReport) -> dict[str, Any]:
@@ -206,10 +207,7 @@ def machine_lines(machine: Machine) -> list[str]:
     if disk.free is not None and disk.source == "assumed":
         lines.append(f"  disk: {_gib(disk.free)} free (assumed)")
     elif disk.free is not None:
-        from provision.models_dir import SOURCES
-
-        lines.append(f"  disk: {_gib(disk.free)} free in {disk.path} "
-                     f"({SOURCES.get(disk.source, disk.source)})")
+        lines.append(f"  disk: {_gib(disk.free)} free in {disk.path} ({disk.described})")
     else:
         lines.append("  disk: unknown (" + ("remote server" if disk.source == "remote"
                                              else "not given") + ")")
@@ -221,8 +219,6 @@ _HEADERS = ("model", "source", "size", "context", "memory", "where", "verdict", 
 
 
 def _row(m: ModelReport) -> tuple[str, ...]:
-    from provision.output import human_bytes
-
     if m.fit is None or m.needs is None:
         return (m.name, "-", "-", "-", "-", "-", "unknown", "-")
     fit, needs = m.fit, m.needs
@@ -232,7 +228,7 @@ def _row(m: ModelReport) -> tuple[str, ...]:
         low, high = fit.tokens_per_second
         speed = f"{low:.0f}-{high:.0f}" if low >= 10 else f"{low:.1f}-{high:.1f}"
         speed = ">1000" if low > 1000 else speed
-    verdict = fit.verdict if m.meets or fit.verdict == "no-fit" else f"{fit.verdict} (!)"
+    verdict = str(fit.verdict) if m.meets or not fit.fits else f"{fit.verdict} (!)"
     return (m.name, needs.source, size, str(fit.settings.num_ctx), _gib(fit.total), fit.where,
             verdict, speed)
 
@@ -252,7 +248,7 @@ def _details(m: ModelReport) -> list[str]:
         lines.append("    on GPU: " + ", ".join(f"gpu{p.gpu} {p.layers} layers {_gib(p.vram)}"
                                                   for p in fit.placements)
                      + f"; in RAM: {_gib(fit.ram)}")
-    if fit.verdict != "no-fit":
+    if fit.fits:
         room = [f"RAM {_gib(fit.headroom_ram)}"]
         if fit.headroom_vram is not None:
             room.insert(0, f"VRAM {_gib(fit.headroom_vram)}")
@@ -286,17 +282,18 @@ def _render_plain(report: HardwareReport, out: Output) -> None:
             out.line(line)
 
 
-def _server_line(report: HardwareReport, emit: Any) -> None:
+def _server_line(report: HardwareReport, emit: Callable[[str], None]) -> None:
     server = report.server
-    if server.url is None:
-        emit(f"server: none asked; Ollama {server.version or 'newest'} defaults assumed")
+    if server is None:
+        emit(f"server: none asked; Ollama {report.version or 'newest'} defaults assumed")
     elif server.reachable:
-        emit(f"server: Ollama {server.version or '?'} at {server.url}")
+        emit(f"server: Ollama {report.version or '?'} at {server.address.url}")
     else:
-        emit(f"server: unreachable at {server.url}")
+        emit(f"server: unreachable at {server.address.url}")
 
 
 def _render_rich(report: HardwareReport, out: Output) -> None:
+    # tens of ms: only for a terminal
     from rich.markup import escape
     from rich.table import Table
 
@@ -313,7 +310,8 @@ def _render_rich(report: HardwareReport, out: Output) -> None:
               "unknown": "red"}
     for m in report.models:
         cells = [escape(c) for c in _row(m)]
-        tone = colour.get(m.verdict, "") if m.meets or m.verdict == "no-fit" else "red"
+        no_fit = m.fit is not None and not m.fit.fits
+        tone = colour.get(m.verdict, "") if m.meets or no_fit else "red"
         cells[6] = f"[{tone}]{cells[6]}[/]"
         table.add_row(*cells)
     console.print()

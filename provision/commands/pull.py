@@ -13,21 +13,19 @@ from provision.errors import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     ProvisionError,
+    UsageError,
 )
+from provision.output import human_bytes
+from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
     from typing import TextIO
 
-    from provision.drift import ModelDrift
-    from provision.host import ServerAddress
+    from provision.models import DownloadPlan, ModelDrift
+    from provision.models.pull import PullOptions, PullOutcome
     from provision.names import ModelName
     from provision.output import Output
-    from provision.plan import DownloadPlan
-    from provision.probe import Diagnosis
-    from provision.pull import PullOptions, PullOutcome
-
-SCHEMA = "ollama-provision.pull/1"
-PLAN_SCHEMA = "ollama-provision.pull-plan/1"
+    from provision.server import OllamaServer, ServerFacts
 
 
 def _stall(text: str) -> float:
@@ -73,19 +71,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `--help` and argument errors stay instant.
+    from provision.http import Timeouts
+    from provision.models.pull import PullOptions
     from provision.output import stream_is_terminal
-    from provision.probe import probe
-    from provision.pull import PullOptions
+    from provision.server import OllamaServer
 
     out, names, address = server_and_models(args)
     if args.upgrade and args.dry_run:
-        from provision.errors import UsageError
-
         raise UsageError("--upgrade cannot be combined with --dry-run",
                          hint="`ollama-provision fleet --dry-run` shows the drift per model")
-    result = probe(address)
-    if result.diagnosis is not None:
-        return _unreachable(out, address, result.diagnosis, args)
     options = PullOptions(
         force=args.force, insecure=args.insecure, parallel=args.parallel,
         stall_timeout=args.stall_timeout, retries=args.retries,
@@ -93,20 +88,26 @@ def run(args: argparse.Namespace) -> int:
         else PullOptions.backoff_from_env(),
         check_disk=not args.no_disk_check,
     )
-    server = {"url": address.url, "source": address.source, "version": result.version}
-    if args.dry_run:
-        return _dry_run(out, address, names, options, server)
-    # Progress is a side show: it goes to stderr, the summary (the result) to stdout.
-    terminal = stream_is_terminal(sys.stderr)
-    return _pull(out, address, names, options, server, terminal=terminal, stream=sys.stderr,
-                 upgrade=args.upgrade and not args.force)
+    with OllamaServer(address, timeouts=Timeouts.for_server(options.connect_timeout,
+                                                            30.0)) as server:
+        facts = server.probe()
+        if facts.diagnosis is not None:
+            return _unreachable(out, facts, args)
+        about = {"url": address.url, "source": address.source, "version": facts.version}
+        if args.dry_run:
+            return _dry_run(out, server, names, options, about)
+        # Progress is a side show: it goes to stderr, the summary (the result) to stdout.
+        terminal = stream_is_terminal(sys.stderr)
+        return _pull(out, server, names, options, about, terminal=terminal,
+                     stream=sys.stderr, upgrade=args.upgrade and not args.force)
 
 
-def _pull(out: Output, address: ServerAddress, names: list[ModelName], options: PullOptions,
-          server: dict[str, Any], *, terminal: bool, stream: TextIO,
+def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: PullOptions,
+          about: dict[str, Any], *, terminal: bool, stream: TextIO,
           upgrade: bool = False) -> int:
-    from provision.progress import make_reporter
-    from provision.pull import PullInterrupted, pull_models
+    from provision.models import pull_upgrade
+    from provision.models.progress import make_reporter
+    from provision.models.pull import PullInterrupted, PullStatus, pull_models
 
     reporter = make_reporter(quiet=out.quiet, terminal=terminal, stream=stream)
     interrupted = False
@@ -114,31 +115,29 @@ def _pull(out: Output, address: ServerAddress, names: list[ModelName], options: 
     drift: tuple[ModelDrift, ...] | None = None
     try:
         if upgrade:  # the present models are compared with the registry first
-            from provision.drift import pull_upgrade
-
-            upgraded = pull_upgrade(address, names, options, reporter)
+            upgraded = pull_upgrade(server, names, options, reporter)
             outcomes, drift = list(upgraded.outcomes), upgraded.drift
         else:
-            outcomes = pull_models(address, names, options, reporter)  # draws while it runs
+            outcomes = pull_models(server, names, options, reporter)  # draws while it runs
     except KeyboardInterrupt as stop:  # PullInterrupted carries the outcomes so far
         outcomes = stop.outcomes if isinstance(stop, PullInterrupted) else []
         interrupted = True
     except ProvisionError as refused:  # e.g. the disk cannot hold it: refused up front
         if not out.json_mode:
             raise
-        document = to_json([], server, refused.exit_code, None)
-        document["error"] = {"message": refused.message, "hint": refused.hint}
-        out.emit_json(document)
+        result = to_result([], about, refused.exit_code, None)
+        result.fields["error"] = {"message": refused.message, "hint": refused.hint}
+        out.emit_result(result)
         out.error(refused.message, refused.hint)
         return refused.exit_code
     exit_code = EXIT_INTERRUPTED if interrupted else (
         EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_READY)
     if out.json_mode:
-        out.emit_json(to_json(outcomes, server, exit_code, drift))
+        out.emit_result(to_result(outcomes, about, exit_code, drift))
     else:
         _render_summary(out, outcomes)
     for outcome in outcomes:
-        if outcome.status == "failed" and outcome.error is not None:
+        if outcome.status == PullStatus.FAILED and outcome.error is not None:
             out.error(f"{outcome.name.short}: {outcome.error.message}", outcome.error.hint)
     if interrupted:
         # As Ollama does: a download no client waits for stops, its parts stay on disk.
@@ -147,13 +146,10 @@ def _pull(out: Output, address: ServerAddress, names: list[ModelName], options: 
     return exit_code
 
 
-def to_json(outcomes: list[PullOutcome], server: dict[str, Any], exit_code: int,
-            drift: tuple[ModelDrift, ...] | None = None) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "schema": SCHEMA,
-        "ok": exit_code == EXIT_OK,
-        "exit_code": exit_code,
-        "server": server,
+def to_result(outcomes: list[PullOutcome], about: dict[str, Any], exit_code: int,
+              drift: tuple[ModelDrift, ...] | None = None) -> CommandResult:
+    fields: dict[str, Any] = {
+        "server": about,
         "models": [
             {
                 "name": o.name.short,
@@ -173,77 +169,71 @@ def to_json(outcomes: list[PullOutcome], server: dict[str, Any], exit_code: int,
         ],
     }
     if drift is not None:  # --upgrade: each model as found, before pulling
-        doc["drift"] = [{"name": d.name.short, "state": d.state, "digest": d.digest,
-                         "registry_digest": d.registry_digest, "error": d.error}
-                        for d in drift]
-    return doc
+        fields["drift"] = [{"name": d.name.short, "state": d.state, "digest": d.digest,
+                            "registry_digest": d.registry_digest, "error": d.error}
+                           for d in drift]
+    return CommandResult("pull", exit_code, fields)
 
 
 def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:
-    from provision.progress import outcome_text
+    from provision.models.progress import outcome_text
+    from provision.models.pull import PullStatus
 
     if out.quiet:
         return
+    quiet_ones = (PullStatus.FAILED, PullStatus.INTERRUPTED, PullStatus.PRESENT)
     if out.terminal:
-        from rich.text import Text
+        from rich.text import Text  # tens of ms: only for a terminal
 
-        marks = {"failed": "[red]✗[/]", "interrupted": "[yellow]![/]"}
+        marks = {PullStatus.FAILED: "[red]✗[/]", PullStatus.INTERRUPTED: "[yellow]![/]"}
         for o in outcomes:
             line = Text.from_markup(f"{marks.get(o.status, '[green]✓[/]')} ")
             line.append(o.name.short, style="bold")
             line.append(f": {o.status}")
-            if o.status not in ("failed", "interrupted", "present"):
+            if o.status not in quiet_ones:
                 line.append(f" ({outcome_text(o, verb=False)})", style="dim")
-            elif o.status == "failed" and o.error is not None:
+            elif o.status == PullStatus.FAILED and o.error is not None:
                 line.append(f" ({o.error.kind})", style="dim")
             out.console.print(line)
         return
     for o in outcomes:
-        if o.status in ("present", "interrupted"):
+        if o.status in (PullStatus.PRESENT, PullStatus.INTERRUPTED):
             out.line(f"{o.name.short}: {o.status}")
-        elif o.status == "failed" and o.error is not None:
+        elif o.status == PullStatus.FAILED and o.error is not None:
             out.line(f"{o.name.short}: failed ({o.error.kind}: {o.error.message})")
         else:
             out.line(f"{o.name.short}: {o.status} ({outcome_text(o, verb=False)})")
 
 
-def _unreachable(out: Output, address: ServerAddress, diagnosis: Diagnosis,
-                 args: argparse.Namespace) -> int:
+def _unreachable(out: Output, facts: ServerFacts, args: argparse.Namespace) -> int:
     if args.json:
-        doc = {
-            "schema": PLAN_SCHEMA if args.dry_run else SCHEMA,
-            "ok": False,
-            "exit_code": EXIT_UNREACHABLE,
+        address = facts.address
+        out.emit_result(CommandResult("pull-plan" if args.dry_run else "pull",
+                                      EXIT_UNREACHABLE, {
             "server": {"url": address.url, "source": address.source, "version": None},
-            "diagnosis": diagnosis.to_json(),
+            "diagnosis": facts.diagnosis.to_json() if facts.diagnosis else None,
             "models": [],
-        }
-        out.emit_json(doc)
-    out.diagnosis(diagnosis)
+        }))
+    if facts.diagnosis is not None:
+        out.diagnosis(facts.diagnosis)
     return EXIT_UNREACHABLE
 
 
-def _dry_run(out: Output, address: ServerAddress, names: list[ModelName],
-             options: PullOptions, server: dict[str, Any]) -> int:
-    from provision.http import client
-    from provision.inventory import fetch_inventory
-    from provision.plan import build_plan
+def _dry_run(out: Output, server: OllamaServer, names: list[ModelName],
+             options: PullOptions, about: dict[str, Any]) -> int:
+    from provision.models import build_plan
 
-    with client(address.url, loopback=address.is_loopback) as http:
-        inventory = fetch_inventory(http)
-    plan = build_plan(names, inventory, force=options.force, insecure=options.insecure,
-                      local=address.is_loopback, server=address)
+    plan = build_plan(names, server, server.tags(), force=options.force,
+                      insecure=options.insecure)
     exit_code = EXIT_OK if plan.ok else EXIT_NOT_READY
     if out.json_mode:
-        out.emit_json(plan_to_json(plan, server, exit_code))
+        out.emit_result(plan_result(plan, about, exit_code))
     else:
         _render_plan(out, plan)
     for model in plan.models:
         if model.error:
             out.error(model.error, model.hint)
     if plan.fits is False and plan.disk is not None:
-        from provision.output import human_bytes
-
         out.error(f"not enough disk space at {plan.disk.path}: the pull needs "
                   f"{human_bytes(plan.download)}, {human_bytes(plan.disk.free_bytes or 0)} "
                   "is free", "free space there, or set OLLAMA_MODELS (in the server's "
@@ -251,13 +241,10 @@ def _dry_run(out: Output, address: ServerAddress, names: list[ModelName],
     return exit_code
 
 
-def plan_to_json(plan: DownloadPlan, server: dict[str, Any], exit_code: int) -> dict[str, Any]:
+def plan_result(plan: DownloadPlan, about: dict[str, Any], exit_code: int) -> CommandResult:
     disk = plan.disk
-    return {
-        "schema": PLAN_SCHEMA,
-        "ok": exit_code == EXIT_OK,
-        "exit_code": exit_code,
-        "server": server,
+    return CommandResult("pull-plan", exit_code, {
+        "server": about,
         "models": [
             {
                 "name": m.name.short,
@@ -279,12 +266,10 @@ def plan_to_json(plan: DownloadPlan, server: dict[str, Any], exit_code: int) -> 
             "path": str(disk.path), "source": disk.source, "free": disk.free_bytes,
             "fits": plan.fits,
         },
-    }
+    })
 
 
 def _render_plan(out: Output, plan: DownloadPlan) -> None:
-    from provision.output import human_bytes
-
     if out.quiet:
         return
     pulls = [m for m in plan.models if m.will_pull and not m.error]

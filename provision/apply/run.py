@@ -1,0 +1,589 @@
+"""`apply`: the whole job from one manifest, step by step, each step `ok` or `changed`.
+
+check → hardware → plan → pull (and create) → verify → configure (Codex, then the
+other [clients]) → report. One `OllamaServer` serves every step, so each thing about the
+server is asked once; pull, create and verify are the steps `fleet` runs on each host
+(`ServerSteps`). Every step ends in a frozen StepResult; the models' outcomes are
+gathered in ApplyModelResults; `ApplyResult.exit_code` follows the documented exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+from provision.apply.log import StepLog
+from provision.apply.manifest import ApplyManifest, ClientsSpec
+from provision.apply.result import ApplyModelResult, ApplyResult, StepResult, StepStatus
+from provision.clients import (
+    ClientOptions,
+    ConfigRequest,
+    EnvOptions,
+    config_client,
+    env_client,
+    env_clients,
+    env_fields,
+    plan_env,
+    render_env,
+    replace_file,
+)
+from provision.clients.codex import CodexConfigRequest, check_codex_version, configure_codex
+from provision.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ProvisionError,
+    UsageError,
+)
+from provision.hardware import GateDecision, Machine, Verdict, gate, parse_assume, probe_machine
+from provision.http import Timeouts
+from provision.models import (
+    RegistryClient,
+    ServerSteps,
+    Target,
+    build_plan,
+    check_endpoint,
+    pull_names,
+)
+from provision.models.progress import make_reporter
+from provision.models.pull import PullInterrupted, PullOptions, PullOutcome
+from provision.names import ModelName, parse_name
+from provision.output import human_bytes
+from provision.server import (
+    WORTH_WAITING,
+    DiagnosisKind,
+    OllamaServer,
+    detect_install,
+    resolve_host,
+    start_server,
+)
+from provision.versions import RESPONSES_API_MIN_OLLAMA, at_least
+
+OK, CHANGED, FAILED, SKIPPED = (StepStatus.OK, StepStatus.CHANGED, StepStatus.FAILED,
+                                StepStatus.SKIPPED)
+INTERRUPTED_TEXT = ("interrupted: run the same command again to resume (the server keeps "
+                    "what was downloaded)")
+StepBody = Callable[[], "tuple[StepStatus, str, dict[str, Any], list[str]]"]
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    host: str | None = None  # --host; else [server].host; else OLLAMA_HOST / default
+    dry_run: bool = False
+    start: bool = False  # also start `ollama serve` when installed but not running
+    wait: float | None = None  # None: the manifest's [server].wait
+    force: bool = False  # pull and use models the hardware gate refuses
+    verify: bool = True
+    assume: tuple[str, ...] = ()  # judge this described machine instead of probing
+    codex_version: str | None = None
+    codex_home: str | None = None
+    environ: dict[str, str] | None = None
+
+
+class _Run:
+    """One apply run: state shared between the steps, which run in order."""
+
+    def __init__(self, manifest: ApplyManifest, options: ApplyOptions, log: StepLog,
+                 progress_stream: IO[str], terminal: bool) -> None:
+        self.manifest = manifest
+        self.options = options
+        self.log = log
+        self.progress_stream = progress_stream
+        self.terminal = terminal
+        self.env = dict(os.environ if options.environ is None else options.environ)
+        self.steps: list[StepResult] = []
+        self.models: dict[str, ApplyModelResult] = {}
+        self.decisions: list[GateDecision] = []
+        self.version: str | None = None
+        self.models_dir: str | None = None
+        self.usage_error = False
+        # Input errors are found here, before any step runs (exit 2, nothing done):
+        # --host, else the manifest's [server].host, else OLLAMA_HOST, else the default.
+        self.address = resolve_host(options.host or manifest.server.host, environ=self.env)
+        spec = manifest.server
+        self.server = OllamaServer(
+            self.address, environ=self.env,
+            timeouts=Timeouts.for_server(spec.connect_timeout, spec.read_timeout))
+        self.on_server = ServerSteps(
+            self.server, manifest.pull, manifest.verify,
+            backoff_base=PullOptions.backoff_from_env(self.env),
+            connect_timeout=spec.connect_timeout)
+        self.assumption = parse_assume(list(options.assume)) if options.assume else None
+        if options.codex_version is not None:
+            check_codex_version(options.codex_version)
+        home = options.codex_home or manifest.codex.codex_home
+        if manifest.codex.enabled and home:
+            path = Path(home).expanduser()
+            if path.exists() and not path.is_dir():
+                raise UsageError(f"Codex home {home} is not a directory")
+
+    # --- helpers -------------------------------------------------------------------------
+    def _step(self, name: str, title: str, body: StepBody) -> StepResult:
+        self.log.begin(name, title)
+        started = time.monotonic()
+        try:
+            status, summary, data, errors = body()
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: record where it stopped
+            self.steps.append(StepResult(name, FAILED, INTERRUPTED_TEXT,
+                                         time.monotonic() - started, {}, (INTERRUPTED_TEXT,)))
+            self.log.end(self.steps[-1])
+            raise
+        except ProvisionError as exc:
+            # e.g. the user's own config.toml is invalid: the run goes on where it can, and
+            # ends with the input-error exit code.
+            self.usage_error |= isinstance(exc, UsageError)
+            status, summary, data, errors = FAILED, exc.message, {}, [exc.message]
+        result = StepResult(name, status, summary, time.monotonic() - started, data,
+                            tuple(errors))
+        self.steps.append(result)
+        self.log.end(result)
+        return result
+
+    def _set(self, key: str, **changes: Any) -> None:
+        self.models[key] = replace(self.models[key], **changes)
+
+    @staticmethod
+    def _target(decision: GateDecision) -> Target:
+        return Target(decision.spec, decision.name, decision.pull_name)
+
+    # --- 1. check ------------------------------------------------------------------------
+    def check(self) -> StepResult:
+        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+            wait = self.manifest.server.wait if self.options.wait is None else self.options.wait
+            for note in self.address.notes:
+                self.log.info(note)
+            deadline = self.server.timeouts.total
+            facts = self.server.probe(seconds=deadline)
+            started = None
+            kind = facts.diagnosis.kind if facts.diagnosis else None
+            if kind == DiagnosisKind.NOT_RUNNING and not self.options.dry_run and \
+                    (self.options.start or self.manifest.server.start):
+                self.log.info("Ollama is installed but not running: starting `ollama serve`")
+                started = start_server(self.server, detect_install(environ=self.env),
+                                       wait=max(wait, 10.0))
+                facts = started.facts
+                self.log.info(f"started (pid {started.pid}); its log: {started.log_path}")
+            elif kind in WORTH_WAITING and wait > 0:
+                self.log.info(f"waiting up to {wait:g} s for Ollama at {self.address.url}")
+                facts = self.server.wait_until_up(wait, probe_seconds=deadline)
+            if facts.diagnosis is not None:
+                diagnosis = facts.diagnosis
+                for fix in diagnosis.fixes:
+                    self.log.info(f"fix: {fix}")
+                fixes = "; ".join(diagnosis.fixes[:2])
+                return FAILED, diagnosis.message, {
+                    "diagnosis": diagnosis.to_json()}, [
+                    f"{diagnosis.message}" + (f" (fix: {fixes})" if fixes else "")]
+            self.version = facts.version
+            data: dict[str, Any] = {"url": self.address.url, "version": facts.version}
+            if started:
+                data["started"] = {"pid": started.pid, "log": str(started.log_path)}
+                return CHANGED, f"started Ollama {facts.version} at {self.address.url}", data, []
+            return OK, f"Ollama {facts.version or '?'} at {self.address.url}", data, []
+
+        return self._step("check", f"Ollama server at {self.address.url}", body)
+
+    # --- 2. hardware ---------------------------------------------------------------------
+    def hardware(self) -> StepResult:
+        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+            machine, version = self._machine()
+            with RegistryClient(insecure=self.manifest.pull.insecure,
+                                environ=self.env) as registry:
+                self.decisions = gate(
+                    self.manifest.models, machine, server=self.server,
+                    hardware=self.manifest.hardware, force=self.options.force,
+                    server_version=version or self.version, registry=registry)
+            errors = []
+            rows = []
+            for decision in self.decisions:
+                key = decision.name.short
+                declared = decision.spec.name or " | ".join(decision.spec.choose)
+                fit = decision.report.fit if decision.report else None
+                notes = (decision.reason,) if decision.reason and decision.allowed else ()
+                self.models[key] = ApplyModelResult(
+                    name=key, required=decision.spec.required, declared=declared,
+                    custom=decision.spec.is_custom, verdict=decision.verdict,
+                    where=fit.where if fit else None,
+                    status=OK if decision.allowed else FAILED,
+                    error=None if decision.allowed else decision.reason, notes=notes)
+                if decision.spec.choose:
+                    self.log.info(f"chose {key} from {declared}: "
+                                  + ", ".join(f"{n} {v}" for n, v in decision.candidates))
+                rows.append(f"{key}: {decision.verdict}"
+                            + (f" ({fit.where})" if fit and fit.verdict == Verdict.PARTIAL
+                               else ""))
+                if not decision.allowed:
+                    unknown = decision.report is not None and decision.report.error
+                    message = (decision.reason or "") if unknown else \
+                        f"{key} cannot run here: {decision.reason}"
+                    self.log.info(message)
+                    if decision.spec.required:
+                        errors.append(message)
+            data = {"machine": None if machine is None else {
+                        "gpus": [g.name for g in machine.gpus],
+                        "memory_available": machine.memory.available},
+                    "models": [{"name": d.name.short, "verdict": d.verdict,
+                                "allowed": d.allowed, "reason": d.reason,
+                                "candidates": [list(c) for c in d.candidates]}
+                               for d in self.decisions]}
+            status = FAILED if errors else OK
+            return status, "; ".join(rows) or "no models declared", data, errors
+
+        return self._step("hardware", "can this machine run the models?", body)
+
+    def _machine(self) -> tuple[Machine | None, str | None]:
+        """The machine the server runs on: described (--assume), this one when the server is
+        local, else None (this machine's RAM and GPUs say nothing about a remote server)."""
+        if self.assumption is not None:
+            return self.assumption.machine, self.assumption.server_version
+        if not self.address.is_loopback:
+            return None, None
+        return probe_machine(environ=self.env, server=self.server), None
+
+    # --- 3. plan -------------------------------------------------------------------------
+    def _pull_names(self) -> list[ModelName]:
+        return pull_names(self._target(d) for d in self.decisions if d.allowed)
+
+    def plan(self) -> StepResult:
+        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+            plan = build_plan(self._pull_names(), self.server, self.server.tags(),
+                              insecure=self.manifest.pull.insecure)
+            if plan.disk is not None:
+                self.models_dir = str(plan.disk.path)
+            lines, errors = [], []
+            for model in plan.models:
+                if model.will_pull:
+                    size = human_bytes(model.download or model.size or 0)
+                    lines.append(f"pull {model.name.short} ({size})" if not model.error
+                                 else f"pull {model.name.short} (size unknown: {model.error})")
+                else:
+                    lines.append(f"{model.name.short} is present")
+            creates = [d.name.short for d in self.decisions if d.allowed and d.spec.is_custom]
+            lines += [f"create {name} (if it differs)" for name in creates]
+            if plan.fits is False and plan.disk is not None:
+                errors.append(
+                    f"not enough disk space in {plan.disk.path}: the download needs "
+                    f"{human_bytes(plan.download)}, {human_bytes(plan.disk.free_bytes or 0)} free")
+            for line in lines:
+                self.log.info(line)
+            data = {"download": plan.download,
+                    "disk": None if plan.disk is None else {
+                        "path": str(plan.disk.path), "free": plan.disk.free_bytes},
+                    "pulls": [m.name.short for m in plan.models if m.will_pull],
+                    "present": [m.name.short for m in plan.models if not m.will_pull],
+                    "creates": creates}
+            summary = (f"{len(data['pulls'])} to pull ({human_bytes(plan.download)}), "
+                       f"{len(data['present'])} present, {len(creates)} custom")
+            would_change = self.options.dry_run and (data["pulls"] or creates)
+            return (FAILED if errors else CHANGED if would_change else OK), summary, data, errors
+
+        return self._step("plan", "what needs doing", body)
+
+    # --- 4. pull and create --------------------------------------------------------------
+    def pull(self) -> StepResult:
+        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+            reporter = make_reporter(quiet=self.log.quiet, terminal=self.terminal,
+                                     stream=self.progress_stream)
+            try:
+                outcomes = self.on_server.pull(self._pull_names(), reporter)
+            except PullInterrupted as stop:
+                for outcome in stop.outcomes:
+                    for decision in self.decisions:
+                        if decision.pull_name.key == outcome.name.key and \
+                                not decision.spec.is_custom:
+                            self._set(decision.name.short, pull=outcome.status)
+                raise
+            errors, changed = [], False
+            for decision in self.decisions:
+                outcome = outcomes.get(decision.pull_name.key)
+                if outcome is None:
+                    continue
+                changed |= outcome.changed
+                key = decision.name.short
+                if decision.spec.is_custom:
+                    continue
+                self._set(key, pull=outcome.status)
+                if not outcome.ok:
+                    message = outcome.error.message if outcome.error else outcome.status
+                    self._set(key, status=FAILED, error=message)
+                    if decision.spec.required:
+                        errors.append(f"{key}: {message}")
+                elif outcome.changed:
+                    self._set(key, status=CHANGED)
+            created = self._create(outcomes, errors)
+            data = {"outcomes": [{"name": o.name.short, "status": o.status,
+                                  "downloaded": o.downloaded, "retries": o.retries,
+                                  "resumed": o.resumed,
+                                  "error": o.error.message if o.error else None}
+                                 for o in outcomes.values()]}
+            pulled = [o.name.short for o in outcomes.values() if o.changed]
+            summary = (f"pulled {', '.join(pulled)}" if pulled else "nothing to download")
+            if created:
+                summary += f"; created {', '.join(created)}"
+            status = FAILED if errors else (CHANGED if changed or created else OK)
+            return status, summary, data, errors
+
+        return self._step("pull", "download missing models", body)
+
+    def _create(self, pulled: dict[Any, PullOutcome], errors: list[str]) -> list[str]:
+        customs = [d for d in self.decisions if d.allowed and d.spec.is_custom]
+        outcomes = self.on_server.create([self._target(d) for d in customs], pulled, ())
+        created = []
+        for decision in customs:
+            key = decision.name.short
+            base = pulled.get(decision.pull_name.key)
+            outcome = outcomes.get(decision.name.key)
+            if outcome is None:
+                continue
+            self._set(key, create=outcome.status)
+            if base is not None and not base.ok:
+                self._set(key, status=FAILED, error=outcome.error)
+                if decision.spec.required:
+                    errors.append(f"{key}: base model {decision.pull_name.short} failed")
+            elif outcome.changed:
+                created.append(key)
+                self._set(key, status=CHANGED)
+            elif outcome.error:
+                self._set(key, status=FAILED, error=outcome.error)
+                if decision.spec.required:
+                    errors.append(f"{key}: {outcome.error}")
+        return created
+
+    # --- 5. verify -----------------------------------------------------------------------
+    def verify(self) -> StepResult:
+        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+            errors: list[str] = []
+            rows = []
+            for decision in self.decisions:
+                key = decision.name.short
+                if self.models[key].status == FAILED or not self.manifest.verify.load:
+                    continue  # `load = false`: only the client endpoint is checked
+                checked = self.on_server.verify(self._target(decision))
+                result, problem = checked.verification, checked.problem
+                notes = list(self.models[key].notes)
+                fit = decision.report.fit if decision.report else None
+                if result.ok and result.placement and fit is not None:
+                    predicted = fit.verdict
+                    if predicted in (Verdict.GPU, Verdict.PARTIAL, Verdict.CPU) \
+                            and predicted != result.placement:
+                        notes.append(f"predicted {predicted}, the server placed it "
+                                     f"{result.placement}")
+                status = self.models[key].status if not problem else FAILED
+                self._set(key, verification=result, notes=tuple(notes), status=status,
+                          error=problem)
+                if problem and decision.spec.required:
+                    errors.append(f"{key}: {problem}")
+                rate = result.tokens_per_second
+                where = result.placement or "?"
+                rows.append(f"{key}: {where}" + (f", {rate:.1f} tok/s" if rate else "")
+                            + (f" FAILED ({problem})" if problem else ""))
+                self.log.info(rows[-1])
+            endpoint = self._endpoint_check()
+            data: dict[str, Any] = {"endpoint": endpoint}
+            if endpoint and not endpoint["ok"]:
+                errors.append(f"{endpoint['path']} does not answer: {endpoint['error']}")
+            return (FAILED if errors else OK), "; ".join(rows) or "nothing to verify", data, errors
+
+        return self._step("verify", "load, place and time each model", body)
+
+    def _codex_model(self) -> str | None:
+        wanted = self.manifest.codex.model
+        if wanted:
+            key = parse_name(wanted).key
+            match = next((d for d in self.decisions if d.name.key == key), None)
+            return match.name.short if match else parse_name(wanted).short
+        first = next((d for d in self.decisions if d.spec.required and d.allowed), None)
+        return first.name.short if first else None
+
+    def _endpoint_check(self) -> dict[str, Any] | None:
+        model = self._codex_model()
+        if not self.manifest.codex.enabled or model is None:
+            return None
+        if self.models.get(model) and self.models[model].status == FAILED:
+            return None
+        wire = "responses" if at_least(self.version, RESPONSES_API_MIN_OLLAMA) else "chat"
+        result = check_endpoint(self.server, parse_name(model), wire)
+        return {"path": result.path, "ok": result.ok, "status": result.status,
+                "error": result.error}
+
+    # --- 6. configure --------------------------------------------------------------------
+    def configure(self) -> StepResult:
+        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+            codex = self.manifest.codex
+            model = self._codex_model()
+            if model is None:
+                return SKIPPED, "no usable model for Codex", {}, []
+            if model in self.models and self.models[model].status == FAILED:
+                return SKIPPED, f"not pointing Codex at {model}: it failed", {}, []
+            if model not in self.models and \
+                    self.server.tags().find(parse_name(model)) is None:
+                message = (f"[codex] model = \"{model}\" is neither declared in [[models]] "
+                           f"nor on the server at {self.address.url}: Codex would ask for a "
+                           "model that is not there")
+                self.log.info("fix: declare it in [[models]] (then apply pulls it), or "
+                              "name a declared model")
+                return FAILED, message, {"model": model}, [message]
+            home = self.options.codex_home or codex.codex_home
+            result = configure_codex(CodexConfigRequest(
+                model=model, server=self.server,
+                codex_version=self.options.codex_version, profile=codex.profile,
+                provider_id=codex.provider_id, set_default=codex.set_default,
+                codex_home=Path(home).expanduser() if home else None,
+                dry_run=self.options.dry_run, environ=self.env))
+            for warning in result.warnings:
+                self.log.info(f"warning: {warning}")
+            if self.options.dry_run and result.diff:
+                for line in result.diff.rstrip("\n").splitlines():
+                    self.log.info(line)
+            data = {"path": result.path, "form": result.form, "provider_id": result.provider_id,
+                    "profile": result.profile, "model": result.model,
+                    "backup": result.backup, "validation": result.validation.status,
+                    "usage": result.usage, "warnings": list(result.warnings)}
+            errors = []
+            if result.exit_code != EXIT_OK:
+                errors.append(result.validation.message or "the Codex config is not usable: "
+                              + "; ".join(result.warnings))
+            verb = "would write" if self.options.dry_run else "wrote"
+            summary = (f"{verb} {result.path} ({result.form}); use: {result.usage}"
+                       if result.changed else f"{result.path} unchanged")
+            status = FAILED if errors else (CHANGED if result.changed else OK)
+            return status, summary, data, errors
+
+        return self._step("configure", "Codex config", body)
+
+    # --- 7. the other clients ([clients]) ------------------------------------------------
+    def configure_clients(self) -> list[str]:
+        """A step per config client, then `env`; their step names."""
+        clients: ClientsSpec = self.manifest.clients
+        for name, options in clients.configs:
+            self._configure_client(name, options)
+        if clients.env is not None:
+            self._write_env(clients.env)
+        return [*(n for n, _ in clients.configs), *(["env"] if clients.env is not None else [])]
+
+    def _client_models(self) -> tuple[str | None, str | None]:
+        """The first usable required chat model, and the first usable embedding model."""
+        chat = embedding = None
+        for decision in self.decisions:
+            key = decision.name.short
+            if not decision.allowed or self.models[key].status == FAILED:
+                continue
+            if self.on_server.is_embedding(decision.name):
+                embedding = embedding or key
+            elif decision.spec.required:
+                chat = chat or key
+        return chat, embedding
+
+    def _configure_client(self, name: str, options: ClientOptions) -> StepResult:
+        client = config_client(name)
+
+        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+            chat, embedding = self._client_models()
+            chat = options.model or chat
+            if chat is None or client.configure is None:
+                return SKIPPED, f"no usable chat model for {name}", {}, []
+            outcome = client.configure(ConfigRequest(
+                address=self.address, model=chat,
+                embedding_model=options.embedding_model or embedding, output=options.path,
+                set_default=options.set_default, dry_run=self.options.dry_run,
+                environ=self.env))
+            for warning in outcome.warnings:
+                self.log.info(f"warning: {warning}")
+            if self.options.dry_run and outcome.file.diff:
+                for line in outcome.file.diff.rstrip("\n").splitlines():
+                    self.log.info(line)
+            data = {"path": outcome.file.path, "models": dict(outcome.models),
+                    "backup": outcome.file.backup, "usage": outcome.usage,
+                    "warnings": list(outcome.warnings)}
+            verb = "would write" if self.options.dry_run else "wrote"
+            summary = (f"{verb} {outcome.file.path}; use: {outcome.usage}" if outcome.changed
+                       else f"{outcome.file.path} unchanged")
+            return (CHANGED if outcome.changed else OK), summary, data, []
+
+        return self._step(name, f"{client.summary.split(':')[0]} config", body)
+
+    def _write_env(self, spec: EnvOptions) -> StepResult:
+        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+            names = spec.clients or [n for n, c in env_clients().items() if c.default]
+            plan = plan_env(self.address, [env_client(n) for n in names], self.env,
+                            override=spec.override)
+            for note in plan.notes:
+                self.log.info(f"note: {note}")
+            errors = [c.message for c in plan.kept]
+            data = env_fields(plan)
+            text = render_env(plan, spec.format)
+            if spec.format == "github":
+                target = self.env.get("GITHUB_ENV")
+                if not target:
+                    return SKIPPED, "not under GitHub Actions ($GITHUB_ENV is not set)", \
+                        data, errors
+                if all(self.env.get(v.name) == v.value for v in plan.variables):
+                    return OK, "already set in this step's environment", data, errors
+                if not self.options.dry_run:
+                    with open(target, "a", encoding="utf-8") as f:
+                        f.write(text)
+                changed, where = True, "$GITHUB_ENV"
+            else:
+                result = replace_file(Path(spec.file or ""), text, dry_run=self.options.dry_run)
+                changed, where = result.changed, result.path
+            names_set = ", ".join(v.name for v in plan.variables)
+            verb = "would set" if self.options.dry_run else "set"
+            summary = f"{verb} {names_set} in {where}" if changed else f"{where} unchanged"
+            status = FAILED if errors else (CHANGED if changed else OK)
+            return status, summary, data, errors
+
+        return self._step("env", "variables for other tools", body)
+
+
+def run_apply(manifest: ApplyManifest, options: ApplyOptions, *, log: StepLog,
+              progress_stream: IO[str], terminal: bool) -> ApplyResult:
+    """The steps in order; interrupted (Ctrl-C, SIGTERM, SIGHUP), the result so far with
+    exit code 130."""
+    run = _Run(manifest, options, log, progress_stream, terminal)
+    try:
+        return _run_steps(run, manifest, options)
+    except KeyboardInterrupt:
+        return _result(run, EXIT_INTERRUPTED)
+    finally:
+        run.server.close()
+
+
+def _run_steps(run: _Run, manifest: ApplyManifest, options: ApplyOptions) -> ApplyResult:
+    if run.check().status == FAILED:
+        return _result(run, EXIT_UNREACHABLE)
+    if run.hardware().status == FAILED and not any(d.allowed for d in run.decisions):
+        return _result(run, EXIT_NOT_READY)
+    plan = run.plan()
+    if options.dry_run:
+        if manifest.codex.enabled:
+            run.configure()
+        run.configure_clients()
+        refused = any(m.required and m.status == FAILED for m in run.models.values())
+        failed = refused or any(s.status == FAILED for s in run.steps)
+        return _result(run, EXIT_NOT_READY if failed else EXIT_OK)
+    if plan.status == FAILED:
+        return _result(run, EXIT_NOT_READY)
+    run.pull()
+    if options.verify and manifest.verify.enabled:
+        run.verify()
+    if manifest.codex.enabled:
+        run.configure()
+    client_steps = run.configure_clients()
+    failed_required = any(m.required and m.status == FAILED for m in run.models.values())
+    failed_step = any(s.status == FAILED and s.name in ("configure", "verify", *client_steps)
+                      for s in run.steps)
+    return _result(run, EXIT_NOT_READY if failed_required or failed_step else EXIT_OK)
+
+
+def _result(run: _Run, code: int) -> ApplyResult:
+    if run.usage_error and code != EXIT_INTERRUPTED:
+        code = EXIT_USAGE
+    return ApplyResult(source=run.manifest.source, address=run.address, steps=tuple(run.steps),
+                       models=tuple(run.models.values()), exit_code=code,
+                       dry_run=run.options.dry_run, models_dir=run.models_dir)

@@ -1,0 +1,260 @@
+"""Showing a fleet run: a live table on a terminal, plain periodic lines otherwise.
+
+Both read the hosts' live HostStatus objects (written by the hosts' threads) and are
+driven from the main thread (`tick`, `finished`). The terminal table has one row per
+host; when there are more hosts than lines, the busy and failing hosts are shown first
+and the rest are counted. Plain output (CI logs) gets a line per host as it finishes
+and a fleet summary every `interval` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Callable
+
+from provision.fleet.host import FINAL_STATES, HostResult, HostState, HostStatus
+from provision.live import LineLog, LiveView
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from provision.fleet.run import FleetResult
+
+_STYLE = {"ready": "green", "not-ready": "bold red", "unreachable": "bold red",
+          "timed-out": "bold red", "interrupted": "yellow", "waiting": "dim"}
+
+
+def _facts(result: HostResult) -> list[str]:
+    """What was done or found on a host, in a few words each."""
+    facts = []
+    for verb, statuses in (("pulled", ("pulled",)), ("updated", ("updated",)),
+                           ("created", ("created",)), ("would pull", ("pull", "pull again"))):
+        names = [m.name for m in result.models if m.action in statuses]
+        if names:
+            facts.append(f"{verb} {', '.join(names)}")
+    stale = [m.name for m in result.models if m.drift == "stale" and m.action is None]
+    if stale:
+        facts.append(f"stale {', '.join(stale)}")
+    if result.removed:
+        facts.append(f"removed {', '.join(result.removed)}")
+    elif result.undeclared:
+        facts.append(f"undeclared {', '.join(result.undeclared)}")
+    return facts
+
+
+def describe(result: HostResult) -> str:
+    """One line about a finished host: its state, what changed, the first problem."""
+    counts = Counter(m.status for m in result.models)
+    facts = _facts(result)
+    if result.models:
+        facts.insert(0, f"{counts['ok'] + counts['changed']}/{len(result.models)} models ok")
+    line = f"{result.name}: {result.state}"
+    if facts:
+        line += f" ({'; '.join(facts)})"
+    if result.errors:
+        line += f": {result.errors[0]}" + (f" (+{len(result.errors) - 1} more)"
+                                           if len(result.errors) > 1 else "")
+    return line
+
+
+def summary_line(statuses: Sequence[HostStatus], results: dict[str, HostResult]) -> str:
+    states = Counter(results[s.host.name].state if s.host.name in results else s.state
+                     for s in statuses)
+    done = sum(states[s] for s in FINAL_STATES)
+    parts = [f"{done}/{len(statuses)} hosts done"]
+    finals = [f"{states[s]} {s}" for s in FINAL_STATES if states[s]]
+    if finals:
+        parts[0] += f" ({', '.join(finals)})"
+    busy = {k: v for k, v in states.items() if k not in FINAL_STATES and k != HostState.WAITING}
+    if busy:
+        parts.append(", ".join(f"{v} {k}" for k, v in sorted(busy.items())))
+        percents = [m.percent for s in statuses if s.host.name not in results
+                    for m in list(s.models.values()) if m.status == "pulling"
+                    and m.percent is not None]
+        if percents:
+            parts[-1] += f" ({len(percents)} pulls, {sum(percents) / len(percents):.0f}% avg)"
+    if states[HostState.WAITING]:
+        parts.append(f"{states[HostState.WAITING]} waiting")
+    return "fleet: " + "; ".join(parts)
+
+
+class PlainView(LineLog):
+    def __init__(self, statuses: Sequence[HostStatus], stream: IO[str], *,
+                 interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(stream)
+        self.statuses = statuses
+        self.interval = interval
+        self.clock = clock
+        self.results: dict[str, HostResult] = {}
+        self._next = clock() + interval
+
+    def tick(self) -> None:
+        now = self.clock()
+        if now >= self._next and len(self.results) < len(self.statuses):
+            self._next = now + self.interval
+            self._write(summary_line(self.statuses, self.results))
+
+    def finished(self, result: HostResult) -> None:
+        self.results[result.name] = result
+        self._write(describe(result))
+
+
+def _cell_models(status: HostStatus, result: HostResult | None) -> tuple[str, str, str]:
+    """(ok, missing, pulling) cells of a host's row."""
+    if result is not None:
+        counts = Counter(m.status for m in result.models)
+        ok = counts["ok"] + counts["changed"]
+        missing = counts["failed"] + counts["pending"]
+        return (str(ok) if result.models else "", str(missing) if missing else "", "")
+    models = list(status.models.items())
+    ok = sum(1 for _, m in models if m.status == "ok")
+    missing = sum(1 for _, m in models if m.status in ("missing", "failed"))
+    pulling = []
+    for name, m in models:
+        if m.status == "pulling":
+            pct = m.percent
+            pulling.append(f"{name} {pct:.0f}%" if pct is not None else name)
+    return (str(ok) if models else "", str(missing) if missing else "", ", ".join(pulling))
+
+
+class TerminalView(LiveView):
+    """rich live table, redrawn a few times a second; it vanishes at the end (the final
+    table replaces it)."""
+
+    def __init__(self, statuses: Sequence[HostStatus], console: Console, *,
+                 refresh_per_second: float = 4.0) -> None:
+        self.statuses = statuses
+        self.console = console
+        self.refresh_per_second = refresh_per_second
+        self.results: dict[str, HostResult] = {}
+
+    def tick(self) -> None:
+        pass  # rich redraws on its own thread
+
+    def finished(self, result: HostResult) -> None:
+        self.results[result.name] = result
+
+    def _order(self) -> list[HostStatus]:
+        """Busy and failing hosts first, then waiting ones, then ready ones."""
+        def rank(s: HostStatus) -> int:
+            result = self.results.get(s.host.name)
+            if result is None:
+                return 1 if s.state == HostState.WAITING else 0
+            return 3 if result.state == HostState.READY else 0
+        return sorted(self.statuses, key=rank)
+
+    def __rich__(self) -> RenderableType:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, padding=(0, 2), show_edge=False, expand=False)
+        for column in ("host", "state", "ok", "missing", "pulling", "errors"):
+            table.add_column(column, no_wrap=column != "errors", overflow="ellipsis")
+        room = max(3, self.console.size.height - 4)
+        shown = self.statuses if len(self.statuses) <= room else self._order()[: room - 1]
+        for status in shown:
+            result = self.results.get(status.host.name)
+            state = result.state if result else status.state
+            ok, missing, pulling = _cell_models(status, result)
+            note = result.errors[0] if result and result.errors else status.note
+            table.add_row(status.host.name, Text(state, style=_STYLE.get(state, "cyan")),
+                          ok, missing, pulling, Text(note or "", style="red" if result
+                                                     and not result.ready else ""))
+        hidden = len(self.statuses) - len(shown)
+        if hidden:
+            table.add_row(Text(f"… {hidden} more", style="dim"), "", "", "", "",
+                          Text(summary_line(self.statuses, self.results), style="dim"))
+        return table
+
+
+def make_view(statuses: Sequence[HostStatus], *, quiet: bool, terminal: bool,
+              stream: IO[str]) -> PlainView | TerminalView | None:
+    if quiet:
+        return None
+    if terminal:
+        from rich.console import Console
+
+        return TerminalView(statuses, Console(file=stream, force_terminal=True,
+                                              highlight=False))
+    return PlainView(statuses, stream)
+
+
+# --- the final report ------------------------------------------------------------------
+
+
+def drift_lines(result: FleetResult) -> list[str]:
+    lines = []
+    for d in result.drift:
+        stale, outliers, unknown = d.with_state("stale"), d.outliers, d.with_state("unknown")
+        if not (stale or outliers or unknown):
+            continue
+        parts = []
+        if stale:
+            parts.append(f"stale on {_hosts(stale)} (the registry serves "
+                         f"{_short(d.registry_digest)})")
+        if outliers:
+            parts.append(f"differs from the majority ({_short(d.majority_digest)}) on "
+                         f"{_hosts(outliers)}")
+        if unknown:
+            why = d.registry_error or "weights digest unreadable"
+            parts.append(f"not checked on {_hosts(unknown)} ({why})")
+        lines.append(f"drift: {d.model}: " + "; ".join(parts))
+    return lines
+
+
+def _hosts(names: Sequence[str], most: int = 8) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _short(digest: str | None) -> str:
+    return digest.split(":", 1)[-1][:12] if digest else "?"
+
+
+def verdict_line(result: FleetResult) -> str:
+    ready = sum(1 for h in result.hosts if h.ready)
+    line = f"fleet: {ready}/{len(result.hosts)} hosts ready"
+    if result.failing:
+        line += f"; not ready: {_hosts([h.name for h in result.failing], 20)}"
+    if result.cancelled:
+        line += " (cancelled: nothing was changed)"
+    elif result.options.dry_run:
+        line += " (dry run: nothing was changed)"
+    elif not result.changed:
+        line += " (nothing changed)"
+    return line
+
+
+def render_plain(result: FleetResult, write: Callable[[str], None]) -> None:
+    for host in result.hosts:
+        write(describe(host))
+    for line in drift_lines(result):
+        write(line)
+    stale = any(d.with_state("stale") for d in result.drift)
+    if stale and not result.options.upgrade:
+        write("hint: --upgrade pulls the stale models again")
+    write(verdict_line(result))
+
+
+def render_rich(result: FleetResult, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    for column in ("host", "state", "ok", "changed", "failed", "stale", "note"):
+        table.add_column(column)
+    for host in result.hosts:
+        counts = Counter(m.status for m in host.models)
+        stale = sum(1 for m in host.models if m.drift == "stale" and m.action is None)
+        note = host.errors[0] if host.errors else "; ".join(_facts(host))
+        table.add_row(host.name, Text(host.state, style=_STYLE.get(host.state, "")),
+                      str(counts["ok"]), str(counts["changed"] or ""),
+                      str((counts["failed"] + counts["pending"]) or ""), str(stale or ""),
+                      Text(note))
+    console.print(table)
+    for line in drift_lines(result):
+        console.print(Text(line, style="yellow"))
+    mark = "green" if result.ready else "bold red"
+    console.print(Text(verdict_line(result), style=mark))

@@ -1,0 +1,56 @@
+"""The models on a server: what is declared, what the registry has, and getting them there.
+
+`spec` (declared models, `[pull]`, `[verify]`) → `registry` (manifests and blobs, read
+directly) → `plan` (what a pull would download, and the disk) → `pull` (the server
+downloads; progress, retries, resume; `progress` draws it) → `drift` (the weights a
+server has against the registry's, and the fleet's majority) → `create` (custom
+models) → `verify` (load, place, time) → `steps` (those steps for one server, shared by
+`apply` and `fleet`).
+"""
+
+from __future__ import annotations
+
+from provision.models.create import CreateOutcome, CreateStatus, CustomModel, ensure_custom_model
+from provision.models.drift import (
+    DriftState,
+    FleetDrift,
+    ModelDrift,
+    RegistryDigest,
+    RegistryDigests,
+    UpgradeResult,
+    check_server,
+    drift_of,
+    drift_to_json,
+    fleet_drift,
+    needs_pull_again,
+    pull_upgrade,
+    server_weights,
+)
+from provision.models.plan import (
+    DownloadPlan,
+    InsufficientDisk,
+    ModelPlan,
+    build_plan,
+    ensure_disk_space,
+)
+from provision.models.registry import (
+    ModelConfig,
+    ModelManifest,
+    RegistryClient,
+    RegistryError,
+    parse_manifest,
+)
+from provision.models.spec import ModelSpec, PullSpec, VerifySpec
+from provision.models.steps import Checked, ServerSteps, Target, pull_names
+from provision.models.verify import EndpointCheck, Verification, check_endpoint, verify_model
+
+__all__ = [
+    "Checked", "CreateOutcome", "CreateStatus", "CustomModel", "DownloadPlan", "DriftState",
+    "EndpointCheck", "FleetDrift", "InsufficientDisk", "ModelConfig", "ModelDrift",
+    "ModelManifest", "ModelPlan", "ModelSpec", "PullSpec", "RegistryClient",
+    "RegistryDigest", "RegistryDigests", "RegistryError", "ServerSteps", "Target",
+    "UpgradeResult", "Verification", "VerifySpec", "build_plan", "check_endpoint",
+    "check_server", "drift_of", "drift_to_json", "ensure_custom_model", "ensure_disk_space",
+    "fleet_drift", "needs_pull_again", "parse_manifest", "pull_names", "pull_upgrade",
+    "server_weights", "verify_model",
+]

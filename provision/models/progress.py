@@ -1,0 +1,396 @@
+"""Showing pulls as they happen: bars on a terminal, plain periodic lines in CI logs.
+
+Both reporters take the same events from provision.models.pull. Progress events can arrive
+thousands of times a second, so handling one only updates counters; drawing happens
+separately: rich's live display redraws at most `refresh_per_second` times (10), and
+the plain reporter writes a line per model at most every `interval` seconds (10) or
+`step` of the download (10 %). rich's live display prints nothing until it stops when
+the output is not a terminal, which is why CI logs get the plain reporter.
+
+Displayed byte counts never go backwards: Ollama subtracts a failed part's bytes when
+it retries the part, but a bar that shrinks, a negative speed or an ETA that jumps
+tells the user nothing; we show the furthest point reached, which the download passes
+again shortly. Only an announced resume after a retry may move a bar back.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import IO, TYPE_CHECKING, Any, Callable
+
+from provision.live import LineLog, LiveView
+from provision.models.pull import (
+    BlobProgress,
+    ModelFinished,
+    ModelStarted,
+    PullEvent,
+    PullOutcome,
+    PullStatus,
+    Resumed,
+    Retrying,
+    StatusChanged,
+)
+from provision.output import human_bytes
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+SPEED_TAU = 3.0  # seconds: time constant of the speed average (steady, yet follows change)
+BAR_WIDTH = 25
+
+
+class _Blob:
+    __slots__ = ("total", "done", "sample_t", "sample_done", "speed")
+
+    def __init__(self, total: int, now: float) -> None:
+        self.total = total
+        self.done = 0  # furthest completed byte count seen
+        self.sample_t = now
+        self.sample_done = 0
+        self.speed = 0.0
+
+
+class _Model:
+    """One model's progress summed over its blobs (blobs show up one after another)."""
+
+    __slots__ = ("name", "blobs", "total", "seen", "expected", "done", "status", "note",
+                 "started",
+                 "sample_t", "sample_done", "speed",
+                 "line_t", "line_done", "next_at", "next_time", "decile")
+
+    def __init__(self, name: str, now: float, expected: int = 0) -> None:
+        self.name = name
+        self.blobs: dict[str, _Blob] = {}
+        self.seen = 0  # sum of the totals of the blobs seen so far
+        self.expected = expected  # the manifest's size, when known up front
+        self.total = expected  # what the model's bar counts to: the larger of the two
+        self.done = 0
+        self.status = "starting"
+        self.note = ""
+        self.started = now
+        self.sample_t = now
+        self.sample_done = 0
+        self.speed = 0.0
+        # the plain reporter's schedule
+        self.line_t = now
+        self.line_done = 0
+        self.next_at = 0.0
+        self.next_time = 0.0
+        self.decile = 0
+
+
+class _Tally:
+    """Counters per model. The hot path takes no lock: one thread writes each model."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.models: dict[str, _Model] = {}
+        self.lock = threading.Lock()  # guards adding/removing models and blobs
+
+    def start(self, name: str, expected: int = 0) -> _Model:
+        with self.lock:
+            model = self.models[name] = _Model(name, self.clock(), expected)
+            return model
+
+    def get(self, name: str) -> _Model:
+        model = self.models.get(name)
+        return model if model is not None else self.start(name)
+
+    def progress(self, event: BlobProgress) -> _Model:
+        model = self.models.get(event.model) or self.start(event.model)
+        blob = model.blobs.get(event.digest)
+        total = event.total
+        if blob is None:
+            with self.lock:
+                blob = model.blobs[event.digest] = _Blob(total, self.clock())
+            model.seen += total
+            model.total = max(model.expected, model.seen)
+        elif blob.total != total:
+            model.seen += total - blob.total
+            model.total = max(model.expected, model.seen)
+            blob.total = total
+        completed = event.completed if event.completed < total else total
+        if completed > blob.done:
+            model.done += completed - blob.done
+            blob.done = completed
+        return model
+
+    def resumed(self, event: Resumed) -> _Model:
+        """An announced resume: the bar may move back to where the server continued."""
+        model = self.get(event.model)
+        blob = model.blobs.get(event.digest)
+        if blob is not None and event.completed < blob.done:
+            back = blob.done - event.completed
+            blob.done -= back
+            blob.sample_done -= back
+            model.done -= back
+            model.sample_done -= back
+            model.line_done -= back
+        return model
+
+    def finish(self, name: str) -> _Model | None:
+        with self.lock:
+            return self.models.pop(name, None)
+
+    def snapshot(self) -> list[tuple[_Model, list[tuple[str, _Blob]]]]:
+        """Models and their blobs, copied under the lock (the render thread reads them)."""
+        with self.lock:
+            return [(m, list(m.blobs.items())) for m in self.models.values()]
+
+
+def _smooth(old: float, rate: float, dt: float) -> float:
+    if old <= 0:
+        return rate
+    alpha = 1.0 - math.exp(-dt / SPEED_TAU)
+    return old + alpha * (rate - old)
+
+
+def _sample(obj: _Model | _Blob, now: float) -> None:
+    """Fold the bytes since the last sample into the smoothed speed (never negative)."""
+    dt = now - obj.sample_t
+    if dt < 0.05:
+        return
+    rate = max(0, obj.done - obj.sample_done) / dt
+    obj.speed = _smooth(obj.speed, rate, dt)
+    obj.sample_t, obj.sample_done = now, obj.done
+
+
+def format_duration(seconds: float) -> str:
+    """Like the Ollama CLI: 45s, 3m20s, 1h5m."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+
+
+def format_sizes(done: float, total: float) -> str:
+    """`2.1/4.7 GB` when both share a unit, else `512 MB/4.7 GB`."""
+    a, b = human_bytes(done), human_bytes(total)
+    unit_a, unit_b = a.rsplit(" ", 1)[1], b.rsplit(" ", 1)[1]
+    return f"{a.rsplit(' ', 1)[0]}/{b}" if unit_a == unit_b else f"{a}/{b}"
+
+
+def bar_line(label: str, done: int, total: int, speed: float, *, width: int = BAR_WIDTH,
+             finished: bool = False) -> str:
+    """`pulling 6a0746a1ec1a  45% ▕████      ▏ 2.1/4.7 GB  85 MB/s  30s`"""
+    fraction = done / total if total > 0 else 0.0
+    filled = int(fraction * width)
+    line = (f"{label} {int(fraction * 100):3d}% ▕{'█' * filled}{' ' * (width - filled)}▏ "
+            f"{format_sizes(done, total)}")
+    if not finished and done < total and speed > 0:
+        line += f"  {human_bytes(speed)}/s  {format_duration((total - done) / speed)}"
+    return line
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def _retry_text(event: Retrying) -> str:
+    return (f"{event.error.message}; retry {event.retry}/{event.retries} in "
+            f"{format_duration(event.delay) if event.delay >= 1 else f'{event.delay:.2g}s'}")
+
+
+def _resume_text(event: Resumed) -> str:
+    blob = _short(event.digest)
+    if event.completed <= 0:
+        return f"blob {blob} restarted from zero (the server had no partial download)"
+    pct = int(event.completed * 100 / event.total) if event.total else 0
+    return (f"resumed at {format_sizes(event.completed, event.total)} ({pct}%) of blob "
+            f"{blob}, not restarted")
+
+
+def outcome_text(outcome: PullOutcome, *, verb: bool = True) -> str:
+    """One line about how a model's pull ended (shared by reporters and the summary)."""
+    if outcome.status == PullStatus.PRESENT:
+        return "already present"  # `--force` means another thing in `apply`: no hint here
+    if outcome.status == PullStatus.INTERRUPTED:
+        return "interrupted"  # how to resume is said once, at the end
+    if outcome.status == PullStatus.FAILED:
+        return outcome.error.message if outcome.error else outcome.status
+    text = f"{human_bytes(outcome.size)} in {format_duration(outcome.duration)}"
+    if verb:
+        verbs = {PullStatus.UPDATED: "updated", PullStatus.UNCHANGED: "pulled again, unchanged"}
+        text = verbs.get(outcome.status, "pulled") + f": {text}"
+    if outcome.downloaded and outcome.duration > 0:
+        text += f" ({human_bytes(outcome.downloaded / outcome.duration)}/s)"
+    if outcome.retries:
+        text += f", {outcome.retries} {'retry' if outcome.retries == 1 else 'retries'}"
+    if outcome.resumed:
+        text += ", resumed a partial download"
+    return text
+
+
+def progress_line(name: str, done: int, total: int, speed: float) -> str:
+    """`name: 45% (2.1/4.7 GB, 85.0 MB/s, 30s left)`: a log's periodic line."""
+    text = f"{name}: {done * 100 // total}% ({format_sizes(done, total)}"
+    if speed > 0 and done < total:
+        text += f", {human_bytes(speed)}/s, {format_duration((total - done) / speed)} left"
+    return text + ")"
+
+
+class PlainReporter(LineLog):
+    """Lines for logs: at start, about every `interval` s or `step` of the way, at the end."""
+
+    def __init__(self, stream: IO[str], *, interval: float = 10.0, step: float = 0.10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self.steps = max(1, round(1 / step))
+        self.clock = clock
+        self.tally = _Tally(clock)
+
+    def handle(self, event: PullEvent) -> None:
+        if type(event) is BlobProgress:
+            model = self.tally.progress(event)
+            now = self.clock()
+            if model.done >= model.next_at or now >= model.next_time:
+                self._line(model, now)
+            return
+        if isinstance(event, ModelStarted):
+            model = self.tally.start(event.model, event.expected_size or 0)
+            model.next_time = model.started + self.interval
+            self._write(f"pulling {event.model}")
+        elif isinstance(event, Retrying):
+            self._write(f"{event.model}: {_retry_text(event)}")
+        elif isinstance(event, Resumed):
+            self.tally.resumed(event)
+            self._write(f"{event.model}: {_resume_text(event)}")
+        elif isinstance(event, StatusChanged):
+            self.tally.get(event.model).status = event.status
+        elif isinstance(event, ModelFinished):
+            self.tally.finish(event.outcome.name.short)
+            self._write(f"{event.outcome.name.short}: {outcome_text(event.outcome)}")
+
+    def _line(self, model: _Model, now: float) -> None:
+        if model.total <= 0:
+            return
+        decile = model.done * self.steps // model.total
+        if decile <= model.decile and now < model.next_time:
+            # The total grew (a new blob): the byte threshold moved.
+            model.next_at = (model.decile + 1) * model.total / self.steps
+            return
+        dt = now - model.line_t
+        speed = (model.done - model.line_done) / dt if dt > 0 else 0.0
+        self._write(progress_line(model.name, model.done, model.total, speed))
+        model.decile = max(model.decile, decile)
+        model.next_at = (model.decile + 1) * model.total / self.steps
+        model.next_time = now + self.interval
+        model.line_t, model.line_done = now, model.done
+
+
+class TerminalReporter(LiveView):
+    """Bars like the Ollama CLI: one per blob and a total per model, redrawn ≤ 10 times/s
+    (re-entrant: pull_models() enters it too).
+
+    Finished models, retries and resumes become permanent lines above the live bars.
+    """
+
+    def __init__(self, console: Console, *, refresh_per_second: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.refresh_per_second = refresh_per_second
+        self.clock = clock
+        self.tally = _Tally(clock)
+
+    def handle(self, event: PullEvent) -> None:
+        if type(event) is BlobProgress:
+            self.tally.progress(event)
+            return
+        if isinstance(event, ModelStarted):
+            self.tally.start(event.model, event.expected_size or 0).status = "starting"
+        elif isinstance(event, StatusChanged):
+            model = self.tally.get(event.model)
+            model.status, model.note = event.status, ""
+        elif isinstance(event, Retrying):
+            self.tally.get(event.model).note = f"retry {event.retry}/{event.retries}"
+            self._print(f"[yellow]![/] {event.model}: ", _retry_text(event))
+        elif isinstance(event, Resumed):
+            self.tally.resumed(event)
+            self._print(f"[cyan]↻[/] {event.model}: ", _resume_text(event))
+        elif isinstance(event, ModelFinished):
+            self._finished(event.outcome)
+
+    def _print(self, prefix: str, text: str) -> None:
+        from rich.text import Text
+
+        line = Text.from_markup(prefix)
+        line.append(text)  # server text is never parsed as markup
+        self.console.print(line)
+
+    def _finished(self, outcome: PullOutcome) -> None:
+        name = outcome.name.short
+        model = self.tally.finish(name)
+        if outcome.ok and outcome.status != PullStatus.PRESENT and model is not None \
+                and model.total:
+            done = model.total
+            speed = outcome.downloaded / outcome.duration if outcome.duration > 0 else 0
+            tail = f"  {format_duration(outcome.duration)}"
+            if speed:
+                tail += f"  {human_bytes(speed)}/s"
+            # The bar gets what the name and the figures leave of the line ("✓ " first).
+            room = self.console.width - 2 - len(bar_line(name, done, model.total, 0, width=0,
+                                                         finished=True) + tail)
+            if room >= 8:
+                line = bar_line(name, done, model.total, 0, width=min(BAR_WIDTH, room),
+                                finished=True) + tail
+            else:  # a long name: no bar, the line must not wrap
+                line = f"{name}: {outcome_text(outcome)}"
+            self._print("[green]✓[/] ", line)
+        elif outcome.ok:
+            self._print("[green]✓[/] ", f"{name}: {outcome_text(outcome)}")
+        elif outcome.status == PullStatus.INTERRUPTED:
+            self._print("[yellow]![/] ", f"{name}: {outcome_text(outcome)}")
+        else:
+            self._print("[red]✗[/] ", f"{name}: {outcome_text(outcome)}")
+
+    def __rich__(self) -> RenderableType:
+        """One frame, built when rich refreshes (not per event)."""
+        from rich.console import Group
+        from rich.text import Text
+
+        now = self.clock()
+        # Room for the bar once label, sizes, speed and ETA (about 62 columns) are drawn.
+        width = max(8, min(BAR_WIDTH, self.console.width - 62))
+        lines: list[Text] = []
+        for model, blobs in self.tally.snapshot():
+            _sample(model, now)
+            downloading = any(blob.done < blob.total for _, blob in blobs)
+            head = Text(model.name, style="bold")
+            head.append(f"  {model.note or ('downloading' if downloading else model.status)}",
+                        style="dim")
+            lines.append(head)
+            for digest, blob in blobs:
+                if blob.done < blob.total:
+                    _sample(blob, now)
+                lines.append(Text(bar_line(f"  pulling {_short(digest)}", blob.done,
+                                           blob.total, blob.speed, width=width)))
+            if len(blobs) > 1 or model.expected:
+                lines.append(Text(bar_line(f"  {'total':<20}", model.done, model.total,
+                                           model.speed, width=width), style="bold"))
+        return Group(*lines)
+
+
+def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
+                  console: Console | None = None, kinds: tuple[type, type] | None = None
+                  ) -> Any:
+    """The reporter for this output: None when quiet. `kinds`: other (plain, terminal)
+    reporter classes taking the same arguments (bundle transfers have their own)."""
+    plain, live = kinds or (PlainReporter, TerminalReporter)
+    if quiet:
+        return None
+    if terminal:
+        if console is None:
+            from rich.console import Console
+
+            console = Console(file=stream, force_terminal=True, highlight=False)
+        return live(console)
+    return plain(stream)
+
+
+__all__ = ["PlainReporter", "TerminalReporter", "make_reporter", "outcome_text",
+           "bar_line", "format_duration", "format_sizes", "progress_line"]
