@@ -27,36 +27,25 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import ipaddress
 import json
 import os
 import ssl
-import sys
 import threading
 import time
-import types
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
 
+import httpcore
+import httpx
+
 from provision import __version__
 from provision.errors import UsageError
+from provision.loopback import is_loopback_host
 from provision.output import printable
 from provision.redact import credentials
-
-# httpx's __init__ imports its command-line client (`httpx._main`: click, rich and
-# pygments, some 40 ms) whenever click is installed. This tool never runs it: an empty
-# module stands in while httpx is imported (httpx then defines a stub `main` itself).
-_STAND_IN = types.ModuleType("httpx._main")
-if "httpx" not in sys.modules:
-    sys.modules.setdefault("httpx._main", _STAND_IN)
-import httpcore  # noqa: E402
-import httpx  # noqa: E402
-
-if sys.modules.get("httpx._main") is _STAND_IN:
-    del sys.modules["httpx._main"]
 
 USER_AGENT = f"ollama-provision/{__version__}"
 KIB, MIB = 1 << 10, 1 << 20
@@ -148,15 +137,6 @@ def is_deadline(exc: BaseException) -> bool:
 
 def is_too_large(exc: BaseException) -> bool:
     return isinstance(exc, TooLarge)
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def budget_for(path: str) -> int | None:

@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.live import Live
+    from rich.live import Live  # tens of ms: only when a terminal is drawn
 
 
 class LiveView:
@@ -26,7 +26,7 @@ class LiveView:
     _depth = 0
 
     def __enter__(self) -> LiveView:
-        from rich.live import Live
+        from rich.live import Live  # tens of ms: only when a terminal is drawn
 
         self._depth += 1
         if self._live is None:

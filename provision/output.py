@@ -84,7 +84,7 @@ class Output:
     def console(self) -> Console:
         """rich console on stdout (terminal mode only)."""
         if self._console is None:
-            from rich.console import Console
+            from rich.console import Console  # tens of ms: only when a terminal is drawn
 
             self._console = Console(file=self.stdout, force_terminal=self.terminal,
                                     highlight=False)
@@ -93,7 +93,7 @@ class Output:
     @property
     def err_console(self) -> Console:
         if self._err_console is None:
-            from rich.console import Console
+            from rich.console import Console  # tens of ms: only when a terminal is drawn
 
             self._err_console = Console(
                 file=self.stderr, force_terminal=stream_is_terminal(self.stderr), highlight=False

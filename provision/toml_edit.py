@@ -17,7 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
+import tomlkit
+
 from provision.errors import UsageError
+from provision.toml_shown import CODEX, shown_lines
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -285,8 +288,6 @@ def _strategies(op: Op, current: dict[str, Any]) -> list[Strategy]:
 
 
 def _set_in_place(text: str, op: SetKeys) -> str:
-    import tomlkit
-
     doc = tomlkit.parse(text)
     node: Any = doc
     for i, key in enumerate(op.table):
@@ -304,8 +305,6 @@ def _set_in_place(text: str, op: SetKeys) -> str:
 def _set_top_level(text: str, op: SetKeys) -> str:
     """New top-level keys go after the last top-level key (tomlkit would put them just
     above the first table, between that table and the comment that introduces it)."""
-    import tomlkit
-
     doc = tomlkit.parse(text)
     new: list[tuple[str, Any]] = []
     for key, value in op.values:
@@ -355,8 +354,6 @@ def _unwrap(item: Any) -> Any:
 
 def _item(value: Any) -> Any:
     """Our small tables (env_http_headers) as inline tables, as users write them."""
-    import tomlkit
-
     if isinstance(value, Mapping):
         table = tomlkit.inline_table()
         table.update({k: _item(v) for k, v in value.items()})
@@ -366,8 +363,6 @@ def _item(value: Any) -> Any:
 
 def render_table(path: TablePath, values: Mapping[str, Any], comment: str = "") -> str:
     """A `[a.b]` table as text (sub-tables of a moved table become their own headers)."""
-    import tomlkit
-
     doc = tomlkit.document()
     node: Any = doc
     for key in path[:-1]:
@@ -402,8 +397,6 @@ def _join_block(text: str, block: str) -> str:
 
 
 def _delete_with_tomlkit(text: str, op: DeleteTable) -> str:
-    import tomlkit
-
     doc = tomlkit.parse(text)
     node: Any = doc
     for key in op.table[:-1]:
@@ -421,8 +414,6 @@ def _key_pattern(key: str) -> str:
 
 def _rename_headers(text: str, op: RenameTable) -> str:
     """Rename in the `[a.b]` / `[a.b.c]` / `[[a.b.c]]` header lines: text and comments stay."""
-    import tomlkit
-
     *parents, last = op.table
     head = r"\s*\.\s*".join(_key_pattern(k) for k in parents)
     sep = r"\s*\.\s*" if parents else ""
@@ -457,8 +448,6 @@ def _move_in_place(text: str, op: RenameTable) -> str:
 def _set_array_entry(text: str, op: SetArrayEntry) -> str:
     """With tomlkit: the matching entry's keys changed in place, else a new entry after
     the array's last one (an inline array gets an inline table)."""
-    import tomlkit
-
     doc = tomlkit.parse(text)
     node: Any = doc
     for key in op.table[:-1]:
@@ -495,8 +484,6 @@ def _append_array_entry(text: str, op: SetArrayEntry) -> str:
 
 
 def render_array_entry(path: TablePath, values: Mapping[str, Any]) -> str:
-    import tomlkit
-
     header = ".".join(tomlkit.key(k).as_string() for k in path)
     lines = "".join(f"{tomlkit.key(k).as_string()} = {tomlkit.item(_item(v)).as_string()}\n"
                     for k, v in values.items())
@@ -539,8 +526,6 @@ def unified_diff(old: str, new: str, *, label: str, shown: Any = "codex") -> str
     (table, keys) pairs of another format, see provision/toml_shown.py), every other value
     is "***"; `shown=None` (a file that is the tool's own) hides only what looks like a
     secret, line by line."""
-    from provision.toml_shown import CODEX, shown_lines
-
     keys = CODEX if shown == "codex" else shown
 
     def lines_of(text: str) -> list[str]:

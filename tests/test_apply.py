@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,26 @@ def test_fresh_machine_to_ready_then_nothing_changes(env, capsys, tmp_path) -> N
         assert doc["changed"] is False
         assert all(s["status"] == "ok" for s in doc["steps"])
         assert len(srv.requests_to("/api/pull")) == pulls_before  # nothing downloaded
+    finally:
+        srv.stop()
+
+
+def test_a_second_run_asks_the_server_each_thing_once(env, capsys, tmp_path) -> None:
+    """A run that changes nothing costs the server one answer per question: its version,
+    its model list, what it has loaded, the model's details, and the model's load and
+    generation (verify), plus the endpoint Codex will use. On this machine (no --assume)
+    the hardware step and the plan also ask where the server keeps its models."""
+    srv = serve(env, vram=[8 * GiB])
+    try:
+        file = manifest(tmp_path, SMALL)
+        assert apply(capsys, "-f", file)[0] == 0
+        before = len(srv.requests)
+        code, doc, err = apply(capsys, "-f", file)
+        assert code == 0 and doc["changed"] is False, err
+        asked = Counter(f"{r.method} {r.path}" for r in srv.requests[before:])
+        assert asked == {"GET /api/version": 1, "GET /api/tags": 1, "GET /api/ps": 1,
+                         "POST /api/show": 1, "POST /api/generate": 2,
+                         "POST /v1/responses": 1}, asked
     finally:
         srv.stop()
 

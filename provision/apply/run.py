@@ -61,8 +61,8 @@ from provision.server import (
     OllamaServer,
     detect_install,
     resolve_host,
-    start_server,
 )
+from provision.server.start import start_server
 from provision.versions import RESPONSES_API_MIN_OLLAMA, at_least
 
 OK, CHANGED, FAILED, SKIPPED = (StepStatus.OK, StepStatus.CHANGED, StepStatus.FAILED,

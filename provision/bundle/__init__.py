@@ -10,7 +10,7 @@ it, `transfer` paces and retries it.
 
 from __future__ import annotations
 
-from provision.bundle.create import CreateResult, create_bundle
+from provision.bundle.create import BundleStatus, CreateResult, create_bundle
 from provision.bundle.events import (
     BlobProgress,
     BundleEvent,
@@ -35,7 +35,7 @@ from provision.bundle.summary import BundleSummary, ModelSummary, summarize
 from provision.bundle.transfer import TransferOptions, parse_rate
 
 __all__ = [
-    "BlobProgress", "BundleError", "BundleEvent", "BundleIndex", "BundleModel",
+    "BlobProgress", "BundleError", "BundleStatus", "BundleEvent", "BundleIndex", "BundleModel",
     "BundleReader", "BundleSummary", "CreateResult", "ModelFinished", "ModelStarted",
     "ModelSummary", "Notice", "PushInterrupted", "PushOptions", "PushOutcome", "PushStatus",
     "RegistrySource", "Reporter", "ServerSource", "Source", "StepChanged",

@@ -12,7 +12,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from provision.bundle.events import (
     DOWNLOAD,
@@ -33,22 +32,26 @@ from provision.bundle.format import (
 )
 from provision.bundle.reader import BundleReader
 from provision.bundle.recipe import check_recreatable
+from provision.bundle.sources import Source
 from provision.bundle.writer import BlobSink, BundleWriter, Resumed
 from provision.errors import EXIT_NOT_READY, EXIT_USAGE, ProvisionError
+from provision.models.registry import ModelManifest
+from provision.names import ModelName
 from provision.output import human_bytes
+from provision.result import Status
 
-if TYPE_CHECKING:
-    from provision.bundle.sources import Source
-    from provision.models.registry import ModelManifest
-    from provision.names import ModelName
 
-CREATED, UNCHANGED = "created", "unchanged"
+class BundleStatus(Status):
+    """What `bundle create` did to the file (stable: part of the `--json` schema)."""
+
+    CREATED = "created"
+    UNCHANGED = "unchanged"  # it held these models already
 
 
 @dataclass(frozen=True)
 class CreateResult:
     path: Path
-    status: str  # created / unchanged
+    status: BundleStatus
     index: BundleIndex
     size: int  # bytes of the bundle file
     fetched: int  # bytes this run took from the source
@@ -71,7 +74,7 @@ def create_bundle(names: list[ModelName], source: Source, path: Path, *,
                         for m in manifests)
     writer = BundleWriter(path, index, {manifest_member(m.name): m.raw for m in manifests})
     if _same_bundle(path, index, force=force):
-        return CreateResult(path=path, status=UNCHANGED, index=index, size=writer.size,
+        return CreateResult(path=path, status=BundleStatus.UNCHANGED, index=index, size=writer.size,
                             fetched=0, kept=0, duration=time.monotonic() - started)
     _check_disk(path, writer)
     owners = _first_users(index, manifests)
@@ -93,7 +96,7 @@ def create_bundle(names: list[ModelName], source: Source, path: Path, *,
                              "continues where it stopped") from None
     finally:
         writer.close()
-    return CreateResult(path=path, status=CREATED, index=index, size=writer.size,
+    return CreateResult(path=path, status=BundleStatus.CREATED, index=index, size=writer.size,
                         fetched=fetched, kept=resumed.bytes_kept,
                         duration=time.monotonic() - started)
 

@@ -153,15 +153,15 @@ class TerminalReporter(LiveView):
             self._print(mark, f"{event.model}: {event.text}" if event.model else event.text)
 
     def _print(self, prefix: str, text: str) -> None:
-        from rich.text import Text
+        from rich.text import Text  # tens of ms: only when a terminal is drawn
 
         line = Text.from_markup(prefix)
         line.append(text)  # names and server text are never parsed as markup
         self.console.print(line)
 
     def __rich__(self) -> RenderableType:
-        from rich.console import Group
-        from rich.text import Text
+        from rich.console import Group  # tens of ms: only when a terminal is drawn
+        from rich.text import Text  # tens of ms: only when a terminal is drawn
 
         now = self.clock()
         # label (14) + percent, sizes, speed and ETA (43 at most) + the bar: 80 columns

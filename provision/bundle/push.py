@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from provision.bundle.events import (
     UPLOAD,
@@ -30,7 +30,7 @@ from provision.bundle.events import (
     Reporter,
     StepChanged,
 )
-from provision.bundle.format import BundleError, sha256_digest
+from provision.bundle.format import BundleBlob, BundleError, BundleModel, sha256_digest
 from provision.bundle.reader import BundleReader
 from provision.bundle.recipe import Recipe, recipe, small_layers
 from provision.bundle.transfer import Pace, TooSlow, TransferOptions
@@ -41,9 +41,6 @@ from provision.output import human_bytes
 from provision.result import Status
 from provision.server import ModelShow, OllamaServer, ServerError
 from provision.versions import format_version, parse_version
-
-if TYPE_CHECKING:
-    from provision.bundle.format import BundleBlob, BundleModel
 
 T = TypeVar("T")
 

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
+import httpx
+
 from provision.bundle.format import MAX_MANIFEST_BYTES, BundleError, manifest_member
 from provision.bundle.reader import CHUNK
 from provision.bundle.transfer import Pace, TooSlow, TransferOptions
@@ -69,8 +71,6 @@ class RegistrySource:
         self.registry.close()
 
     def copy(self, name: ModelName, sink: BlobSink, progress: Progress, say: Say) -> int:
-        import httpx
-
         base = registry_base_url(name, insecure=self.registry.insecure,
                                  environ=self.registry.environ)
         fetched = 0

@@ -5,6 +5,7 @@ tool's own (an env file) is replaced whole."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,6 @@ def _checked(path: Path) -> Path:
 
 
 def _lock(path: Path, dry_run: bool) -> Any:
-    import contextlib
-
     return contextlib.nullcontext() if dry_run else safe_file.locked(path)
 
 

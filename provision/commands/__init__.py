@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Callable
 
-if TYPE_CHECKING:
-    from provision.names import ModelName
-    from provision.output import Output
-    from provision.server.address import ServerAddress
+from provision.names import ModelName, parse_names
+from provision.output import Output
+
+if TYPE_CHECKING:  # imported where it runs: the server package (httpx) stays off `--help`
+    from provision.server import ServerAddress
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -67,9 +68,7 @@ def whole_number(minimum: int, maximum: int = MAX_COUNT) -> Callable[[str], int]
 def server_and_models(args: argparse.Namespace) -> tuple[Output, list[ModelName], ServerAddress]:
     """The start every server command shares: output, names checked before any request
     (an invalid one is exit 2), the resolved address and its notes."""
-    from provision.names import parse_names
-    from provision.output import Output
-    from provision.server.address import resolve_host
+    from provision.server import resolve_host
 
     out = Output(json_mode=args.json, quiet=args.quiet)
     names = parse_names(args.models)

@@ -46,8 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provision.apply.manifest import load_manifest
-    from provision.apply.run import INTERRUPTED_TEXT, ApplyOptions, StepLog, run_apply
+    # Imported here, not at the top: `--help` and argument errors stay instant.
+    from provision.apply import (
+        INTERRUPTED_TEXT,
+        ApplyOptions,
+        StepLog,
+        load_manifest,
+        run_apply,
+    )
     from provision.errors import EXIT_INTERRUPTED
     from provision.github import Actions
     from provision.output import Output, stream_is_terminal

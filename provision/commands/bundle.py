@@ -153,7 +153,7 @@ def _reporter(out: Output) -> Any:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from provision.bundle import RegistrySource, ServerSource, create_bundle
+    from provision.bundle import BundleStatus, RegistrySource, ServerSource, create_bundle
     from provision.models import RegistryClient
     from provision.names import parse_names
     from provision.server import resolve_host
@@ -191,7 +191,7 @@ def run_create(args: argparse.Namespace) -> int:
         source.close()
     if out.json_mode:
         out.emit_result(_create_result(result_))
-    elif result_.status == "unchanged":
+    elif result_.status == BundleStatus.UNCHANGED:
         out.line(f"{result_.path}: unchanged, it already holds these models "
                  "(nothing downloaded)")
     else:

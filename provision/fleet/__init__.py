@@ -10,16 +10,16 @@ from __future__ import annotations
 from provision.fleet.host import (
     FINAL_STATES,
     HostModelResult,
+    HostModelStatus,
     HostResult,
     HostState,
     HostStatus,
-    ModelStatus,
 )
 from provision.fleet.inventory import FleetHost, FleetInventory, load_inventory, parse_inventory
 from provision.fleet.run import FleetInterrupted, FleetOptions, FleetResult, NullView, run_fleet
 
 __all__ = [
     "FINAL_STATES", "FleetHost", "FleetInterrupted", "FleetInventory", "FleetOptions",
-    "FleetResult", "HostModelResult", "HostResult", "HostState", "HostStatus", "ModelStatus",
+    "FleetResult", "HostModelResult", "HostModelStatus", "HostResult", "HostState", "HostStatus",
     "NullView", "load_inventory", "parse_inventory", "run_fleet",
 ]

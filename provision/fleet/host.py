@@ -76,7 +76,7 @@ FINAL_STATES = (HostState.READY, HostState.NOT_READY, HostState.UNREACHABLE,
                 HostState.TIMED_OUT, HostState.INTERRUPTED)
 
 
-class ModelStatus(Status):
+class HostModelStatus(Status):
     """A declared model on a host after the run (stable: part of the `--json` schema)."""
 
     OK = "ok"
@@ -151,7 +151,7 @@ class HostModelResult:
     digest_before: str | None = None  # weights found on the host
     digest: str | None = None  # weights after the run
     action: str | None = None  # pulled / updated / unchanged / created; dry run: pull...
-    status: ModelStatus = ModelStatus.OK
+    status: HostModelStatus = HostModelStatus.OK
     error: str | None = None
     verification: Verification | None = None
 
@@ -178,7 +178,7 @@ class HostResult:
 
     @property
     def changed(self) -> bool:
-        return bool(self.removed) or any(m.status == ModelStatus.CHANGED for m in self.models)
+        return bool(self.removed) or any(m.status == HostModelStatus.CHANGED for m in self.models)
 
 
 @dataclass(frozen=True)
@@ -384,33 +384,33 @@ class HostRun:
             spec, name, pulled = target.spec, target.name, target.pull_name
             found = drift[pulled.key]
             outcome = outcomes.get(pulled.key)
-            status, action, error = ModelStatus.OK, None, None
+            status, action, error = HostModelStatus.OK, None, None
             if pulled.key in pending_keys:
                 # A dry run: a missing model keeps the host from being ready; a stale one
                 # that would be pulled again is there and usable.
-                status, action = (ModelStatus.PENDING, "pull") \
-                    if found.state == DriftState.MISSING else (ModelStatus.OK, "pull again")
+                status, action = (HostModelStatus.PENDING, "pull") \
+                    if found.state == DriftState.MISSING else (HostModelStatus.OK, "pull again")
             elif outcome is not None:
                 action = outcome.status
                 if not outcome.ok:
-                    status = ModelStatus.FAILED
+                    status = HostModelStatus.FAILED
                     error = outcome.error.message if outcome.error else outcome.status
                     if spec.is_custom:
                         error = f"its base {pulled.short} failed to pull: {error}"
                 elif outcome.changed:
-                    status = ModelStatus.CHANGED
+                    status = HostModelStatus.CHANGED
             elif found.state == DriftState.MISSING:
-                status, error = ModelStatus.FAILED, "not on the host"  # a pull that never ran
-            if spec.is_custom and status != ModelStatus.FAILED and name.key in created:
+                status, error = HostModelStatus.FAILED, "not on the host"  # a pull that never ran
+            if spec.is_custom and status != HostModelStatus.FAILED and name.key in created:
                 made = created[name.key]
                 action = made.status
                 if made.status == CreateStatus.CREATED:
-                    status = ModelStatus.CHANGED
+                    status = HostModelStatus.CHANGED
                 elif made.status == CreateStatus.FAILED:
-                    status, error = ModelStatus.FAILED, made.error
+                    status, error = HostModelStatus.FAILED, made.error
             checked = verified.get(name.key)
-            if checked is not None and checked.problem and status != ModelStatus.FAILED:
-                status, error = ModelStatus.FAILED, f"verify: {checked.problem}"
+            if checked is not None and checked.problem and status != HostModelStatus.FAILED:
+                status, error = HostModelStatus.FAILED, f"verify: {checked.problem}"
             models.append(HostModelResult(
                 name=name.short, required=spec.required, custom=spec.is_custom,
                 drift=None if spec.is_custom else found.state, digest_before=found.digest,
@@ -418,7 +418,7 @@ class HostRun:
                 action=action, status=status, error=error,
                 verification=checked.verification if checked else None))
         failed = [m for m in models if m.required
-                  and m.status in (ModelStatus.FAILED, ModelStatus.PENDING)]
+                  and m.status in (HostModelStatus.FAILED, HostModelStatus.PENDING)]
         now = []  # the pulled models' drift after the run: what the fleet report shows
         for found in survey.drift:
             outcome = outcomes.get(found.name.key)
@@ -430,7 +430,7 @@ class HostRun:
             else:
                 now.append(found)
         all_errors = list(errors) + [f"{m.name}: {m.error}" for m in models
-                                     if m.status == ModelStatus.FAILED and m.error]
+                                     if m.status == HostModelStatus.FAILED and m.error]
         state = HostState.NOT_READY if failed or errors else HostState.READY
         return self._result(state, survey.started, version=survey.version,
                             models=tuple(models), drift=tuple(now),

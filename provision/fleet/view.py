@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Callable
 
 from provision.fleet.host import FINAL_STATES, HostResult, HostState, HostStatus
+from provision.fleet.run import FleetResult
 from provision.live import LineLog, LiveView
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rich is imported where a terminal is drawn (tens of ms otherwise)
     from rich.console import Console, RenderableType
-
-    from provision.fleet.run import FleetResult
 
 _STYLE = {"ready": "green", "not-ready": "bold red", "unreachable": "bold red",
           "timed-out": "bold red", "interrupted": "yellow", "waiting": "dim"}
@@ -146,8 +145,8 @@ class TerminalView(LiveView):
         return sorted(self.statuses, key=rank)
 
     def __rich__(self) -> RenderableType:
-        from rich.table import Table
-        from rich.text import Text
+        from rich.table import Table  # tens of ms: only when a terminal is drawn
+        from rich.text import Text  # tens of ms: only when a terminal is drawn
 
         table = Table(box=None, padding=(0, 2), show_edge=False, expand=False)
         for column in ("host", "state", "ok", "missing", "pulling", "errors"):
@@ -174,7 +173,7 @@ def make_view(statuses: Sequence[HostStatus], *, quiet: bool, terminal: bool,
     if quiet:
         return None
     if terminal:
-        from rich.console import Console
+        from rich.console import Console  # tens of ms: only when a terminal is drawn
 
         return TerminalView(statuses, Console(file=stream, force_terminal=True,
                                               highlight=False))
@@ -239,8 +238,8 @@ def render_plain(result: FleetResult, write: Callable[[str], None]) -> None:
 
 
 def render_rich(result: FleetResult, console: Console) -> None:
-    from rich.table import Table
-    from rich.text import Text
+    from rich.table import Table  # tens of ms: only when a terminal is drawn
+    from rich.text import Text  # tens of ms: only when a terminal is drawn
 
     table = Table(box=None, padding=(0, 2), show_edge=False)
     for column in ("host", "state", "ok", "changed", "failed", "stale", "note"):

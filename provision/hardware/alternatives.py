@@ -16,15 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from provision.errors import ProvisionError
+from provision.hardware.fit import Fit
 from provision.hardware.needs import AVERAGE_BPW, ModelNeeds, from_registry
+from provision.models.registry import RegistryClient
 from provision.names import ModelName
-
-if TYPE_CHECKING:
-    from provision.hardware.fit import Fit
-    from provision.models.registry import RegistryClient
 
 MAX_LOOKUPS = 8  # manifest requests per model that does not fit
 _QUANT_STEPS = ("q4_K_M", "q3_K_M", "q2_K")  # what the library publishes for most models

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,13 @@ from provision.errors import UsageError
 from provision.hardware.gpus import GPU, amd_gpu, apple_gpu, nvidia_gpu
 from provision.hardware.machine import CPU, Disk, Machine, Memory
 from provision.hardware.speed import DEFAULT_RAM_BANDWIDTH
+from provision.output import printable
+from provision.versions import parse_version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _KEYS = ("ram", "ram-free", "swap", "disk", "cpu", "ram-bw", "os", "ollama", "gpu", "name")
@@ -61,8 +69,6 @@ def _bounded_size(value: float, what: str) -> int:
 
 def _shown(text: Any) -> str:
     """A value quoted in an error: one short line."""
-    from provision.output import printable
-
     value = str(text)
     return printable(value if len(value) <= 60 else value[:60] + "...")
 
@@ -114,8 +120,6 @@ def _is_file(path: Path) -> bool:
 
 
 def _ollama_version(value: Any) -> str:
-    from provision.versions import parse_version
-
     text = str(value).strip()
     if len(text) > 40 or parse_version(text) is None and text not in ("0.0.0", "dev"):
         raise UsageError(f"--assume: ollama='{_shown(text)}' is not a version like 0.13.5")
@@ -157,10 +161,6 @@ def _load_profile(path: Path) -> dict[str, Any]:
         if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
             data = json.loads(text)
         else:
-            try:
-                import tomllib  # type: ignore[import-not-found]
-            except ImportError:  # Python < 3.11
-                import tomli as tomllib  # type: ignore[no-redef]
             data = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:
         raise UsageError(f"--assume: {path} is not valid TOML or JSON: "

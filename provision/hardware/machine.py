@@ -26,7 +26,8 @@ from pathlib import Path
 from provision.hardware.cgroup import read_limits
 from provision.hardware.gpus import GPU, Tools, probe_gpus
 from provision.hardware.speed import DEFAULT_RAM_BANDWIDTH
-from provision.server import SOURCES, OllamaServer, models_dir
+from provision.server import OllamaServer
+from provision.server.models_dir import SOURCES, models_dir
 
 FLAGS = ("avx", "avx2", "avx512f", "fma", "f16c")  # what decides llama.cpp's CPU speed
 _ARM_FLAGS = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve"}
@@ -170,7 +171,7 @@ def _linux(root: Path, real: bool, affinity: set[int] | None) -> tuple[CPU, Memo
     )
     info = _meminfo(root / "proc/meminfo")
     if not info and real:
-        import psutil
+        import psutil  # some 10 ms: only where /proc says nothing
 
         vm, sw = psutil.virtual_memory(), psutil.swap_memory()
         info = {"MemTotal": vm.total, "MemAvailable": vm.available,
@@ -279,7 +280,7 @@ def _darwin(sysctl: dict[str, str], real: bool) -> tuple[CPU, Memory]:
     available = total
     swap_total = swap_free = 0
     if real:
-        import psutil
+        import psutil  # some 10 ms: only on macOS
 
         vm, sw = psutil.virtual_memory(), psutil.swap_memory()
         total, available, swap_total, swap_free = vm.total, vm.available, sw.total, sw.free
@@ -292,7 +293,7 @@ def _darwin(sysctl: dict[str, str], real: bool) -> tuple[CPU, Memory]:
 
 
 def _generic() -> tuple[CPU, Memory]:
-    import psutil
+    import psutil  # some 10 ms: only where neither /proc nor sysctl tells
 
     vm, sw = psutil.virtual_memory(), psutil.swap_memory()
     info = _slow_cpuinfo()
@@ -315,7 +316,7 @@ def _slow_cpuinfo() -> dict[str, object]:
     """py-cpuinfo: about a second, so once per process and only where nothing else works."""
     if not _CPUINFO_CACHE:
         try:
-            import cpuinfo
+            import cpuinfo  # its probe takes a second: only when /proc has no model
 
             _CPUINFO_CACHE.update(cpuinfo.get_cpu_info())
         except Exception:  # noqa: BLE001 - a CPU we cannot describe is not an error

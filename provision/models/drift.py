@@ -45,10 +45,10 @@ def server_weights(server: OllamaServer, name: ModelName) -> tuple[str | None, s
     try:
         show = server.show(name)
     except ServerError as exc:
-        return None, (f"/api/show answered HTTP {exc.status}" if exc.status not in (None, 200)
-                      else f"/api/show failed: {exc.reason}")
+        return None, (f"{exc.request} answered HTTP {exc.status}"
+                      if exc.status not in (None, 200) else exc.message)
     if show is None:
-        return None, "/api/show answered HTTP 404"
+        return None, "the server lists the model but does not show it (HTTP 404)"
     if show.weights is None:
         return None, "no FROM .../sha256-... line in the modelfile"
     return show.weights, None

@@ -18,7 +18,8 @@ from provision.errors import EXIT_NOT_READY, ProvisionError
 from provision.models.registry import RegistryClient, RegistryError
 from provision.names import ModelName
 from provision.output import human_bytes
-from provision.server import Inventory, ModelsDir, OllamaServer, models_dir
+from provision.server import Inventory, OllamaServer
+from provision.server.models_dir import ModelsDir, models_dir
 
 log = logging.getLogger(__name__)
 

@@ -316,7 +316,7 @@ class TerminalReporter(LiveView):
             self._finished(event.outcome)
 
     def _print(self, prefix: str, text: str) -> None:
-        from rich.text import Text
+        from rich.text import Text  # tens of ms: only when a terminal is drawn
 
         line = Text.from_markup(prefix)
         line.append(text)  # server text is never parsed as markup
@@ -350,8 +350,8 @@ class TerminalReporter(LiveView):
 
     def __rich__(self) -> RenderableType:
         """One frame, built when rich refreshes (not per event)."""
-        from rich.console import Group
-        from rich.text import Text
+        from rich.console import Group  # tens of ms: only when a terminal is drawn
+        from rich.text import Text  # tens of ms: only when a terminal is drawn
 
         now = self.clock()
         # Room for the bar once label, sizes, speed and ETA (about 62 columns) are drawn.
@@ -385,7 +385,7 @@ def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
         return None
     if terminal:
         if console is None:
-            from rich.console import Console
+            from rich.console import Console  # tens of ms: only when a terminal is drawn
 
             console = Console(file=stream, force_terminal=True, highlight=False)
         return live(console)

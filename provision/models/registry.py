@@ -15,14 +15,15 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import httpx
 
 from provision.errors import EXIT_NOT_READY, ProvisionError
-from provision.http import Timeouts, client, deadline, is_loopback_host, json_body, json_loads
+from provision.http import Timeouts, client, deadline, json_body, json_loads
+from provision.loopback import is_loopback_host
 from provision.names import DEFAULT_HOST, ModelName
-
-if TYPE_CHECKING:
-    import httpx
+from provision.output import printable
 
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
 WEIGHTS_MEDIA_TYPE = "application/vnd.ollama.image.model"
@@ -133,8 +134,6 @@ class RegistryClient:
               ) -> httpx.Response:
         """GET with the Bearer-token challenge answered; `stream`: the body is left unread
         (the caller reads and closes it)."""
-        import httpx
-
         base = registry_base_url(name, insecure=self.insecure, environ=self.environ)
         http = self._client(base)
         scope = f"repository:{name.repository}:pull"
@@ -185,10 +184,6 @@ class RegistryClient:
             response.close()
 
     def _fetch_token(self, http: httpx.Client, challenge: str, scope: str) -> str:
-        import httpx
-
-        from provision.output import printable
-
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge[:4096]))
         realm = params.pop("realm", None)
         if not realm:
@@ -272,8 +267,6 @@ class RegistryClient:
 
 
 def _read_all(response: httpx.Response, name: ModelName) -> bytes:
-    import httpx
-
     try:
         return response.read()
     except httpx.HTTPError as exc:
@@ -283,8 +276,6 @@ def _read_all(response: httpx.Response, name: ModelName) -> bytes:
 
 def _read_range(response: httpx.Response, name: ModelName, take: int, skip: int) -> bytes:
     """`take` bytes after `skip`; the rest of the body is never read."""
-    import httpx
-
     parts: list[bytes] = []
     got = 0
     try:

@@ -4,7 +4,9 @@
 one type that speaks to it, typed answers from `api`) → `facts` / `diagnosis` (what is
 known about it, and why it cannot be used) → `readiness` (what `check` concludes).
 On this machine also: `local_install` (is Ollama installed), `start` (`ollama serve`)
-and `models_dir` (where it keeps its models, and the room left there).
+and `models_dir` (where it keeps its models, and the room left there); those two are
+imported from their modules where they are used, so that `check`, which needs neither,
+starts without them.
 """
 
 from __future__ import annotations
@@ -23,15 +25,12 @@ from provision.server.api import (
 from provision.server.client import FIRST_ANSWER_S, EndpointAnswer, OllamaServer, ServerError
 from provision.server.facts import WORTH_WAITING, Diagnosis, DiagnosisKind, ServerFacts
 from provision.server.local_install import LocalInstall, detect_install
-from provision.server.models_dir import SOURCES, ModelsDir, free_space, models_dir
 from provision.server.readiness import ModelStatus, Readiness, check_readiness
-from provision.server.start import StartedServer, start_server
 
 __all__ = [
-    "DEFAULT_PORT", "FIRST_ANSWER_S", "SOURCES", "WORTH_WAITING",
-    "Diagnosis", "DiagnosisKind", "EndpointAnswer", "Generation", "InstalledModel",
-    "Inventory", "LoadedModel", "LocalInstall", "ModelShow", "ModelStatus", "ModelsDir",
-    "OllamaServer", "Readiness", "ServerAddress", "ServerError", "ServerFacts",
-    "StartedServer", "check_readiness", "count", "detect_install", "free_space",
-    "models_dir", "parse_host", "parse_show", "parse_tags", "resolve_host", "start_server",
+    "DEFAULT_PORT", "FIRST_ANSWER_S", "WORTH_WAITING", "Diagnosis", "DiagnosisKind",
+    "EndpointAnswer", "Generation", "InstalledModel", "Inventory", "LoadedModel",
+    "LocalInstall", "ModelShow", "ModelStatus", "OllamaServer", "Readiness", "ServerAddress",
+    "ServerError", "ServerFacts", "check_readiness", "count", "detect_install", "parse_host",
+    "parse_show", "parse_tags", "resolve_host",
 ]

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from provision.errors import UsageError
-from provision.http import is_loopback_host
+from provision.loopback import is_loopback_host
 from provision.output import printable
 
 DEFAULT_PORT = 11434

@@ -11,7 +11,7 @@ odd fields count as absent, and a table of the wrong type is recorded in
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,14 +47,8 @@ class Inventory:
 def parse_tags(payload: object) -> Inventory:
     """The inventory from a `/api/tags` body. Entries that are not what Ollama sends (no
     object, an unparseable name) are skipped; odd field types count as absent."""
-    entries = payload.get("models") if isinstance(payload, dict) else None
     models: list[InstalledModel] = []
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        name = _name(entry)
-        if name is None:
-            continue
+    for name, entry in _models(payload):
         details = _table(entry.get("details"))
         models.append(
             InstalledModel(
@@ -162,18 +156,10 @@ class LoadedModel:
 
 
 def parse_ps(payload: object) -> tuple[LoadedModel, ...]:
-    entries = payload.get("models") if isinstance(payload, dict) else None
-    loaded = []
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        name = _name(entry)
-        if name is not None:
-            loaded.append(LoadedModel(name=name, size=count(entry.get("size")),
-                                      size_vram=count(entry.get("size_vram")),
-                                      context_length=count(entry.get("context_length"))
-                                      or None))
-    return tuple(loaded)
+    return tuple(LoadedModel(name=name, size=count(entry.get("size")),
+                             size_vram=count(entry.get("size_vram")),
+                             context_length=count(entry.get("context_length")) or None)
+                 for name, entry in _models(payload))
 
 
 @dataclass(frozen=True)
@@ -224,9 +210,16 @@ def _table(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _name(entry: Mapping[str, Any]) -> ModelName | None:
-    try:
-        return parse_name(text(entry.get("model")) or text(entry.get("name")))
-    except ProvisionError:  # a name we cannot parse is not one of ours
-        return None
+def _models(payload: object) -> Iterator[tuple[ModelName, Mapping[str, Any]]]:
+    """The `models` list of /api/tags or /api/ps: each entry that is an object with a
+    name Ollama could have written, with that name parsed."""
+    entries = payload.get("models") if isinstance(payload, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        try:
+            name = parse_name(text(entry.get("model")) or text(entry.get("name")))
+        except ProvisionError:  # a name we cannot parse is not one of ours
+            continue
+        yield name, entry
 

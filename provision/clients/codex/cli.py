@@ -20,6 +20,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from provision.toml_edit import redact
 from provision.versions import parse_version
@@ -37,11 +38,11 @@ class CodexInstall:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class CodexCheck:
     """What the real Codex said about a config."""
 
     check: str  # the command that was asked, e.g. "codex doctor --json"
-    status: str  # "ok", "fail" or "error" (the check itself could not run)
+    status: Literal["ok", "fail", "error"]  # error: the check itself could not run
     message: str = ""
 
 
@@ -66,17 +67,17 @@ def detect(binary: str | None, environ: Mapping[str, str] | None = None) -> Code
     return CodexInstall(binary, ".".join(map(str, parsed)))
 
 
-def doctor(binary: str, codex_home: Path, environ: Mapping[str, str] | None = None) -> Verdict:
+def doctor(binary: str, codex_home: Path, environ: Mapping[str, str] | None = None) -> CodexCheck:
     check = "codex doctor --json"
     try:
         done = _run([binary, "doctor", "--json"], environ, codex_home=codex_home)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Verdict(check, "error", _why(exc))
+        return CodexCheck(check, "error", _why(exc))
     try:
         report = json.loads(done.stdout[done.stdout.index("{"):])
         load = report["checks"]["config.load"]
     except (ValueError, KeyError, TypeError):
-        return Verdict(check, "error", "no config.load check in its output: "
+        return CodexCheck(check, "error", "no config.load check in its output: "
                        + _first_error(done.stderr or done.stdout))
     # "warning": loaded, with startup warnings (unknown keys, deprecated settings).
     status = "ok" if load.get("status") in ("ok", "warning") else "fail"
@@ -88,7 +89,7 @@ def doctor(binary: str, codex_home: Path, environ: Mapping[str, str] | None = No
         parts.append(str(details["error"]))
     if details.get("line"):
         parts.append(f"line {details['line']}, column {details.get('column', '?')}")
-    return Verdict(check, status, redact("; ".join(p for p in parts if p)))
+    return CodexCheck(check, status, redact("; ".join(p for p in parts if p)))
 
 
 def load_check(
@@ -97,17 +98,17 @@ def load_check(
     *,
     profile: str | None = None,
     environ: Mapping[str, str] | None = None,
-) -> Verdict:
+) -> CodexCheck:
     """`codex [--profile NAME] mcp list`: exit 0 when the config (and profile) loads."""
     args = [binary, *(["--profile", profile] if profile else []), "mcp", "list"]
     check = "codex " + " ".join(args[1:])
     try:
         done = _run(args, environ, codex_home=codex_home)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Verdict(check, "error", _why(exc))
+        return CodexCheck(check, "error", _why(exc))
     if done.returncode == 0:
-        return Verdict(check, "ok", "config loaded")
-    return Verdict(check, "fail", _first_error(done.stderr))
+        return CodexCheck(check, "ok", "config loaded")
+    return CodexCheck(check, "fail", _first_error(done.stderr))
 
 
 def _run(

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from provision import interrupts, safe_file
 from provision.clients._files import FileResult
@@ -72,8 +72,9 @@ class CodexConfigRequest:
 
 @dataclass(frozen=True)
 class Validation:
-    status: str  # ok, fail, skipped (no codex, dry run, other release), error, rolled-back
-    checks: tuple[codex_cli.Verdict, ...] = ()
+    # skipped: no codex, a dry run, another release; rolled-back: the old files are back
+    status: Literal["ok", "fail", "skipped", "error", "rolled-back"]
+    checks: tuple[codex_cli.CodexCheck, ...] = ()
     message: str = ""
 
 
@@ -478,7 +479,7 @@ def _validator(
     binary = target.binary
     assert binary is not None
 
-    def run() -> list[codex_cli.Verdict]:
+    def run() -> list[codex_cli.CodexCheck]:
         verdicts = [codex_cli.doctor(binary, home, env) if release.has_doctor
                     else codex_cli.load_check(binary, home, environ=env)]
         if plan.profile_style == "file" and plan.profile:
