@@ -20,7 +20,7 @@ from provision.host import parse_host
 from provision.http import Timeouts
 from provision.local_install import detect_install, start_steps
 from provision.probe import probe
-from tests.ollama_server import Fault, NotOllamaServer, OllamaTestServer, free_port
+from tests.double import Fault, NotOllamaServer, OllamaTestServer, free_port
 
 
 def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -20,7 +20,7 @@ from provision.fit import judge
 from provision.model_needs import from_registry, model_needs
 from provision.names import parse_name
 from provision.registry import RegistryClient
-from tests.ollama_server import OllamaTestServer, free_port, make_catalog_model, tensor_nbytes
+from tests.double import OllamaTestServer, free_port, make_catalog_model, tensor_nbytes
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BUDGET_BYTES, BUDGET_REQUESTS = 4 * MIB, 4

@@ -19,7 +19,7 @@ from provision.host import parse_host
 from provision.names import parse_name
 from provision.progress import PlainReporter, TerminalReporter
 from provision.pull import PullOptions, pull_models
-from tests.ollama_server import OllamaTestServer
+from tests.double import OllamaTestServer
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BLOB_LINE = re.compile(r"pulling ([0-9a-f]{12}) +(\d+)% ▕[█ ]+▏ (\S+)")
