@@ -1,7 +1,7 @@
 """Model bundles against real servers: registry traffic, upload speed, memory.
 
 Everything is real: the Ollama 0.32.15 and the OCI registry from ../shared/ollama (see
-tests/real_ollama.py), on loopback, with synthetic models made from `tiny`'s GGUF plus
+tests/real/), on loopback, with synthetic models made from `tiny`'s GGUF plus
 padding (Ollama creates them; nothing here loads them).
 
 1. Registry traffic for N servers (1, 4, 16): the model is bundled once from the
@@ -50,26 +50,20 @@ from provision.models.registry import RegistryClient  # noqa: E402
 from provision.names import parse_name  # noqa: E402
 from provision.output import human_bytes  # noqa: E402
 from provision.server import OllamaServer, parse_host  # noqa: E402
-from tests.real_ollama import (  # noqa: E402
-    RealOllama,
-    RealRegistry,
-    Unavailable,
-    install,
-    publish,
-    synthetic_gguf,
-)
+from tests.real import RealOllama, Registry, runnable_copy, why_no_server  # noqa: E402
+from tests.real.gguf import padded_tiny  # noqa: E402
 
 
 class Bench:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.binary = install(root)
+        self.dist = runnable_copy(root / "dist")
         self.servers: list[RealOllama] = []
         self.count = 0
 
     def server(self, models: Path | None = None) -> RealOllama:
         self.count += 1
-        server = RealOllama(self.binary, self.root / f"server{self.count}", models=models)
+        server = RealOllama(self.dist, self.root / f"server{self.count}", models=models).start()
         self.servers.append(server)
         return server
 
@@ -84,10 +78,10 @@ class Bench:
 
 
 def make_model(bench: Bench, seed: RealOllama, name: str, size: int, value: int) -> None:
-    gguf = synthetic_gguf(bench.root / f"{name}.gguf", size, value)
+    gguf = padded_tiny(bench.root / f"{name}.gguf", size, value)
     modelfile = bench.root / f"{name}.Modelfile"
     modelfile.write_text(f"FROM {gguf}\n")
-    seed.cli("create", name, "-f", str(modelfile), timeout=3600)
+    seed.ollama("create", name, "-f", str(modelfile), timeout=3600)
     gguf.unlink()
 
 
@@ -98,7 +92,7 @@ def bundle_from_registry(name: str, path: Path) -> tuple[int, float]:
     return result.fetched, time.monotonic() - started
 
 
-def registry_traffic(bench: Bench, registry: RealRegistry, name: str, counts: list[int],
+def registry_traffic(bench: Bench, registry: Registry, name: str, counts: list[int],
                      size: int) -> None:
     print(f"\n1. registry traffic: {name} ({human_bytes(size)}), bundled once, pushed to N "
           "servers at once")
@@ -181,7 +175,7 @@ def plain_upload(path: Path, url: str) -> float:
     return time.monotonic() - started
 
 
-def upload_throughput(bench: Bench, seed: RealOllama, registry: RealRegistry, name: str,
+def upload_throughput(bench: Bench, seed: RealOllama, registry: Registry, name: str,
                       model: str, size: int) -> None:
     print(f"\n2. upload throughput on loopback: the weights of {model} "
           f"({human_bytes(size)}), best of 3")
@@ -234,11 +228,11 @@ def peak_rss(command: list[str]) -> tuple[int, float, int]:
     return peak, time.monotonic() - started, proc.returncode
 
 
-def big_model_memory(bench: Bench, seed: RealOllama, registry: RealRegistry,
+def big_model_memory(bench: Bench, seed: RealOllama, registry: Registry,
                      big: int) -> None:
     print(f"\n3. peak RSS with a model of {human_bytes(big)}")
     make_model(bench, seed, "big-rss", big, 7)
-    name = publish(seed, registry, "big-rss", "big-rss:latest")
+    name = seed.publish("big-rss", registry, "library/big-rss:latest")
     bundle = bench.root / "big.tar"
     tool = [sys.executable, "-m", "provision", "bundle"]
     rss, took, code = peak_rss([*tool, "create", name, "--insecure", "-o", str(bundle), "-q"])
@@ -264,26 +258,30 @@ def main() -> int:
                         help="size of the model for the memory figures (default 3; 0 skips)")
     parser.add_argument("--tmp", type=Path, default=None, help="where big files go")
     args = parser.parse_args()
+    reason = why_no_server()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 1
     root = Path(tempfile.mkdtemp(prefix="bench-bundle-", dir=args.tmp))
     bench = None
     registry = None
     try:
         bench = Bench(root)
-        registry = RealRegistry(root / "registry")
+        registry = Registry(root / "registry").start()
         seed = bench.server()
         size = args.model_mb * 1_000_000
         make_model(bench, seed, "bench", size, 3)
-        name = publish(seed, registry, "bench", "bench:latest")
+        name = seed.publish("bench", registry, "library/bench:latest")
         total = sum(layer["size"] for layer in _layers(seed, "bench"))
         print(f"machine: {os.cpu_count()} CPUs; real Ollama "
-              f"{seed.api('GET', '/api/version')[1]['version']}; registry at "
+              f"{seed.api('/api/version')['version']}; registry at "
               f"{registry.host}; files in {root}")
         registry_traffic(bench, registry, name, [int(x) for x in args.servers.split(",")],
                          total)
         upload_throughput(bench, seed, registry, name, "bench", size)
         if args.big_gb > 0:
             big_model_memory(bench, seed, registry, int(args.big_gb * 1e9))
-    except Unavailable as exc:
+    except RuntimeError as exc:  # a server or the registry did not start
         print(f"cannot run: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.ollama_server import OllamaTestServer, make_catalog_model  # noqa: E402
+from tests.double import OllamaTestServer, make_catalog_model  # noqa: E402
 
 BARE = (
     "import json, urllib.request, sys;"

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `tests.ollama_server` (in the server processes)
+sys.path.insert(0, str(ROOT))  # `tests.double` (in the server processes)
 
 MODELS = ("llama3.2:1b", "qwen2.5:0.5b", "nomic-embed-text:latest")
 LATENCY = 0.1  # seconds added to every request of a slow host
@@ -48,7 +48,7 @@ TICK = 0.06  # seconds between progress lines, as a real Ollama sends them
 
 def serve(kinds: list[str], rate: float) -> None:
     """A server process: one double per kind; prints their URLs, runs until stdin closes."""
-    from tests.ollama_server import OllamaTestServer
+    from tests.double import OllamaTestServer
 
     servers = []
     for kind in kinds:

@@ -26,7 +26,7 @@ from provision.hardware.machine import probe_machine  # noqa: E402
 from provision.hardware.needs import from_registry  # noqa: E402
 from provision.models.registry import RegistryClient  # noqa: E402
 from provision.names import parse_name  # noqa: E402
-from tests.ollama_server import OllamaTestServer  # noqa: E402
+from tests.double import OllamaTestServer  # noqa: E402
 
 MODELS = ["llama3.2:1b", "llama3.2:3b", "llama3.2", "llama3.1:8b", "llama3.1",
           "llama3.1:70b", "qwen2.5:14b", "qwen2.5:0.5b", "nomic-embed-text", "tiny"]

@@ -1,7 +1,7 @@
 """Hostile and broken servers: the tool's peak memory and wall time, case by case.
 
 Each case runs the tool as its own process (`python -m provision ...`) against a
-`HostileServer` (tests/hostile_server.py) that misbehaves on one path and relays the rest
+`HostileServer` (tests/double/hostile.py) that misbehaves on one path and relays the rest
 to an Ollama test double, and prints: the command's exit code, its wall time, its peak RSS
 (`ru_maxrss` of the tool's process alone) and the limit that ended it. Every figure must
 stay within the limits of provision/http.py (README, "Limits"): a few tens of MB, and
@@ -29,22 +29,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.hostile_server import (  # noqa: E402
+from tests.double import OllamaTestServer  # noqa: E402
+from tests.double.hostile import (  # noqa: E402
     HostileServer,
-    Run,
     answer,
-    cli_env,
     deep_json,
     endless_headers,
     endless_json,
     gzip_bomb,
     ignore_range,
     many_models,
-    run_cli,
     slow_body,
     slow_headers,
 )
-from tests.ollama_server import OllamaTestServer  # noqa: E402
+from tests.tool import Run, cli_env, run_cli  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.real_ollama import (  # noqa: E402
+from tests.real import (  # noqa: E402
     RealOllama,
     cli_env,
     create_from_gguf,
@@ -39,7 +39,7 @@ from tests.integration.real_ollama import (  # noqa: E402
     unload,
     why_no_server,
 )
-from tests.integration.synthetic_gguf import SHAPES, write_gguf  # noqa: E402
+from tests.real.gguf import SHAPES, write_gguf  # noqa: E402
 
 MIB = 1 << 20
 _BUFFER = re.compile(r"(\S+)\s+(model|KV|compute|output|RS) buffer size\s*=\s*([\d.]+) MiB")

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `tests.ollama_server` (also in the server process)
+sys.path.insert(0, str(ROOT))  # `tests.double` (also in the server process)
 
 MODEL = "llama3.2:1b"
 
 
 def _serve(events: int, ready: Any, stop: Any) -> None:
     """The server process: every pull streams about `events` progress lines, no pauses."""
-    from tests.ollama_server import OllamaTestServer
+    from tests.double import OllamaTestServer
 
     class FloodServer(OllamaTestServer):
         # The double paces downloads by real time; here every line advances a fixed step

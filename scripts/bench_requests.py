@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.ollama_server import OllamaTestServer  # noqa: E402
+from tests.double import OllamaTestServer  # noqa: E402
 
 GIB = 1 << 30
 FIVE = ("llama3.2:1b", "qwen2.5:0.5b", "llama3.2:3b", "tiny", "nomic-embed-text")

@@ -5,8 +5,10 @@
   stopped after the test.
 - `not_ollama`: a started `NotOllamaServer()` (nginx-like web server on the port).
 - `make_not_ollama(kind=...)`: a factory of those ("nginx", "raw", "silent").
-- `make_hostile(upstream=None)`: a factory of started `HostileServer`s (tests/hostile_server.py):
+- `make_hostile(upstream=None)`: a factory of started `HostileServer`s (tests/double/hostile.py):
   chosen paths misbehave, the rest is relayed to `upstream` (an Ollama double's URL).
+- `ollama_dist`: a runnable copy of the real Ollama from the shared folder (tests/real),
+  once per session; the tests that ask for it skip (or, in CI, fail) where it cannot run.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.hostile_server import HostileServer
-from tests.ollama_server import NotOllamaServer, OllamaTestServer
+from tests.double import NotOllamaServer, OllamaTestServer
+from tests.double.hostile import HostileServer
+from tests.real import require_server, runnable_copy
 
 
 @pytest.fixture
@@ -73,6 +76,12 @@ def make_hostile() -> Iterator[Callable[..., HostileServer]]:
     yield factory
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def ollama_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_server()
+    return runnable_copy(tmp_path_factory.mktemp("ollama-dist"))
 
 
 @pytest.fixture

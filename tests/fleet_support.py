@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from provision.cli import main
-from tests.ollama_server import OllamaTestServer, free_port
+from tests.double import OllamaTestServer, free_port
 
 SMALL = "llama3.2:1b"
 TINY = "qwen2.5:0.5b"

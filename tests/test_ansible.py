@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.double import OllamaTestServer
 from tests.fleet_support import TINY, pulls
-from tests.ollama_server import OllamaTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ROOT / "scripts" / "ansible" / "roles"

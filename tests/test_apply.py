@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from provision.cli import main
-from tests.ollama_server import Fault, OllamaTestServer, free_port, make_catalog_model
+from tests.double import Fault, OllamaTestServer, free_port, make_catalog_model
 
 GiB = 2**30
 ROOT = Path(__file__).resolve().parent.parent
@@ -325,7 +325,7 @@ def fake_ollama(tmp_path: Path) -> Path:
 [ "$1" = serve ] || exit 1
 echo "fake ollama serve on $OLLAMA_HOST"
 cd {ROOT}
-exec {sys.executable} -m tests.ollama_server --port "${{OLLAMA_HOST##*:}}"
+exec {sys.executable} -m tests.double --port "${{OLLAMA_HOST##*:}}"
 """)
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return bin_dir

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,48 +28,27 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.real_ollama import (
-    SHARED,
-    RealOllama,
-    RealRegistry,
-    Unavailable,
-    install,
-    publish,
-    synthetic_gguf,
-    unavailable,
-)
+from tests.real import RealOllama, Registry, shared_ollama
+from tests.real.gguf import padded_tiny
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = shared_ollama()
 SYSTEM_PROMPT = "You answer in one word."
 LICENSE_TEXT = "Tiny test licence: use it for anything."
 BIG = 100_000_000  # bytes of padding in each synthetic model: long enough to interrupt
 
 
-@pytest.fixture(scope="session")
-def ollama_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        return install(tmp_path_factory.mktemp("install"))
-    except Unavailable as exc:
-        unavailable(str(exc))
-        raise
-
-
 @pytest.fixture
-def servers(ollama_binary: Path, tmp_path: Path) -> Iterator[Callable[..., RealOllama]]:
+def servers(ollama_dist: Path, tmp_path: Path) -> Iterator[Callable[..., RealOllama]]:
     """Fresh real servers: `servers()` an empty one, `servers(seed=True)` one that has
     `tiny` (a copy of the shared models folder)."""
     started: list[RealOllama] = []
 
     def start(seed: bool = False, **kwargs) -> RealOllama:
-        root = tmp_path / f"server{len(started)}"
-        if seed:
-            _copy_models(root / "models")
-        try:
-            server = RealOllama(ollama_binary, root, **kwargs)
-        except Unavailable as exc:
-            unavailable(str(exc))
+        server = RealOllama(ollama_dist, tmp_path / f"server{len(started)}",
+                            models_from=SHARED / "models" if seed else None, **kwargs)
         started.append(server)
-        return server
+        return server.start()
 
     yield start
     for server in started:
@@ -78,43 +56,30 @@ def servers(ollama_binary: Path, tmp_path: Path) -> Iterator[Callable[..., RealO
 
 
 @pytest.fixture(scope="module")
-def published(ollama_binary: Path, tmp_path_factory: pytest.TempPathFactory
+def published(ollama_dist: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[SimpleNamespace]:
     """A real registry holding `tiny:latest` and `tiny:sys` (tiny with a system prompt
     and a licence: the same weights), pushed there by a real server."""
     root = tmp_path_factory.mktemp("published")
-    try:
-        registry = RealRegistry(root / "registry")
-    except Unavailable as exc:
-        unavailable(str(exc))
+    registry = Registry(root / "registry").start()
     seed = None
     try:
-        _copy_models(root / "seed" / "models")
-        seed = RealOllama(ollama_binary, root / "seed")
+        seed = RealOllama(ollama_dist, root / "seed", models_from=SHARED / "models").start()
         # made from the GGUF file, as registry models are (one made FROM another model
         # carries `from` notes in its manifest that no create request can reproduce)
         modelfile = (SHARED / "Modelfile").read_text().replace(
             "FROM ./tiny.gguf", f"FROM {SHARED / 'tiny.gguf'}")
         (root / "Modelfile").write_text(
             f'{modelfile}\nSYSTEM "{SYSTEM_PROMPT}"\nLICENSE """{LICENSE_TEXT}"""\n')
-        seed.cli("create", "tiny-sys", "-f", str(root / "Modelfile"))
+        seed.ollama("create", "tiny-sys", "-f", str(root / "Modelfile"))
         yield SimpleNamespace(
             registry=registry, seed=seed, root=root,
-            tiny=publish(seed, registry, "tiny", "tiny:latest"),
-            tiny_sys=publish(seed, registry, "tiny-sys", "tiny:sys"))
-    except Unavailable as exc:
-        unavailable(str(exc))
+            tiny=seed.publish("tiny", registry, "library/tiny:latest"),
+            tiny_sys=seed.publish("tiny-sys", registry, "library/tiny:sys"))
     finally:
         if seed is not None:
             seed.stop()
         registry.stop()
-
-
-def _copy_models(target: Path) -> None:
-    """The shared models folder (read-only) as a folder a server can write to."""
-    shutil.copytree(SHARED / "models", target)
-    for path in (target, *target.rglob("*")):
-        path.chmod(path.stat().st_mode | 0o200)
 
 
 def cli(*args: str, env: dict[str, str] | None = None,
@@ -178,8 +143,8 @@ def test_a_bundle_provisions_fresh_servers_as_if_they_had_pulled(published, serv
 
     pulled = servers()
     for name in names:
-        assert pulled.api("POST", "/api/pull", {"model": name, "insecure": True,
-                                                "stream": False})[0] == 200
+        assert pulled.api("/api/pull", {"model": name, "insecure": True,
+                                        "stream": False})["status"] == "success"
     provisioned = [servers(), servers()]
     for server in provisioned:
         code, doc, err = cli_json("bundle", "push", str(tmp_path / "tiny.tar"),
@@ -212,9 +177,9 @@ def test_a_bundle_provisions_fresh_servers_as_if_they_had_pulled(published, serv
 
 def test_no_registry_is_needed_on_the_server_side(published, servers, tmp_path) -> None:
     """A server provisioned from a bundle after the registry is gone."""
-    registry = RealRegistry(published.root / "private")
+    registry = Registry(published.root / "private").start()
     try:
-        name = publish(published.seed, registry, "tiny", "tiny:offline")
+        name = published.seed.publish("tiny", registry, "library/tiny:offline")
         assert cli("bundle", "create", name, "--insecure", "-o",
                    str(tmp_path / "b.tar")).returncode == 0
     finally:
@@ -236,10 +201,10 @@ def test_a_model_with_other_weights_is_replaced_unless_told_not_to(published, se
     modelfile = (SHARED / "Modelfile").read_text().replace("FROM ./tiny.gguf",
                                                            f"FROM {republished}")
     (tmp_path / "Modelfile").write_text(modelfile)
-    published.seed.cli("create", "tiny-v2", "-f", str(tmp_path / "Modelfile"))
-    registry = RealRegistry(tmp_path / "registry")
+    published.seed.ollama("create", "tiny-v2", "-f", str(tmp_path / "Modelfile"))
+    registry = Registry(tmp_path / "registry").start()
     try:
-        publish(published.seed, registry, "tiny-v2", "tiny:latest")
+        published.seed.publish("tiny-v2", registry, "library/tiny:latest")
         done = cli("bundle", "create", "tiny", "-o", str(tmp_path / "v2.tar"),
                    env={"OLLAMA_PROVISION_REGISTRY": f"http://{registry.host}"})
         assert done.returncode == 0, done.stderr
@@ -561,9 +526,9 @@ def big_models(published) -> SimpleNamespace:
     pytest.importorskip("gguf", reason="the gguf package writes the synthetic models")
     root, seed = published.root, published.seed
     for seed_value, model in ((3, "big-a"), (5, "big-b")):
-        gguf_file = synthetic_gguf(root / f"{model}.gguf", BIG, seed_value)
+        gguf_file = padded_tiny(root / f"{model}.gguf", BIG, seed_value)
         (root / f"{model}.Modelfile").write_text(f"FROM {gguf_file}\n")
-        seed.cli("create", model, "-f", str(root / f"{model}.Modelfile"))
+        seed.ollama("create", model, "-f", str(root / f"{model}.Modelfile"))
         gguf_file.unlink()
     return SimpleNamespace(names=["big-a:latest", "big-b:latest"], seed=seed)
 
@@ -628,7 +593,7 @@ def test_an_interrupted_push_continues_without_sending_a_blob_twice(big_models, 
 
 def test_an_interrupted_create_continues_with_range_requests(published, big_models,
                                                              tmp_path) -> None:
-    name = publish(published.seed, published.registry, "big-a", "big-a:latest")
+    name = published.seed.publish("big-a", published.registry, "library/big-a:latest")
     bundle = tmp_path / "r.tar"
     partial = tmp_path / "r.tar.partial"
     stopped = _interrupt_when(

@@ -19,7 +19,7 @@ from provision.cli import main
 from provision.http import Timeouts
 from provision.server import OllamaServer, ServerAddress, ServerFacts, parse_host
 from provision.server.local_install import detect_install, start_steps
-from tests.ollama_server import Fault, NotOllamaServer, OllamaTestServer, free_port
+from tests.double import Fault, NotOllamaServer, OllamaTestServer, free_port
 
 
 def probe(address: ServerAddress, timeouts: Timeouts = Timeouts()) -> ServerFacts:

@@ -27,7 +27,7 @@ from tests.config_support import (
     load,
     need_codex,
 )
-from tests.ollama_server import OllamaTestServer, RecordedRequest
+from tests.double import OllamaTestServer, RecordedRequest
 
 FIRST_REQUEST_WITHIN_S = 25.0  # a bound on waiting, not a timing assertion
 MODEL = "llama3.2:1b"

@@ -8,6 +8,7 @@ import pytest
 
 from provision.fleet.inventory import load_inventory
 from provision.fleet.run import FleetInterrupted, FleetOptions, run_fleet
+from tests.double import GIB
 from tests.fleet_support import (  # noqa: F401 - fixtures
     SMALL,
     TINY,
@@ -20,7 +21,6 @@ from tests.fleet_support import (  # noqa: F401 - fixtures
     run_fleet_json,
     run_fleet_text,
 )
-from tests.ollama_server import GIB
 
 
 def test_fresh_fleet_becomes_ready_and_a_second_run_changes_nothing(fleet, capsys) -> None:  # noqa: ANN001

@@ -17,7 +17,7 @@ from provision.hardware.gguf import (
     parse_gguf,
     tensor_bytes,
 )
-from tests.ollama_server import OllamaTestServer, tensor_nbytes
+from tests.double import OllamaTestServer, tensor_nbytes
 
 Q4_K, Q6_K, Q8_0, F16, F32 = 12, 14, 8, 1, 0
 

@@ -19,7 +19,7 @@ from provision.hardware import fit_model, from_registry, model_needs, parse_assu
 from provision.models import RegistryClient
 from provision.names import parse_name
 from provision.server import OllamaServer, parse_host
-from tests.ollama_server import OllamaTestServer, free_port, make_catalog_model, tensor_nbytes
+from tests.double import OllamaTestServer, free_port, make_catalog_model, tensor_nbytes
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BUDGET_BYTES, BUDGET_REQUESTS = 4 * MIB, 4

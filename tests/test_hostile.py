@@ -15,19 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile_server import (
-    Run,
+from tests.double.hostile import (
     answer,
-    cli_env,
     deep_json,
     endless_headers,
     endless_json,
     gzip_bomb,
     ignore_range,
-    run_cli,
     slow_body,
     slow_headers,
 )
+from tests.tool import Run, cli_env, run_cli
 
 # The tool's own footprint (Python, httpx, rich) is ~35-45 MB; a budget of 8 MiB read and
 # parsed stays well under this. Before the budgets these cases took 0.6-3.9 GB.
@@ -230,7 +228,7 @@ def test_a_huge_version_string_costs_no_time(make_ollama, make_hostile) -> None:
 
 
 def test_responses_endpoint_answering_html_fails_verification(make_hostile, tmp_path) -> None:
-    from tests.ollama_server import OllamaTestServer
+    from tests.double import OllamaTestServer
 
     with OllamaTestServer(installed=["llama3.2:1b"]) as up:
         srv = make_hostile(up.url).on(
@@ -253,7 +251,7 @@ def test_responses_endpoint_answering_html_fails_verification(make_hostile, tmp_
 def test_a_stall_is_caught_on_every_attempt(tmp_path) -> None:
     """Stuck at 50 % on every attempt: each attempt's first line repeats the last one's
     numbers, which must not count as life (the watchdog then never fired: a hang)."""
-    from tests.ollama_server import OllamaTestServer
+    from tests.double import OllamaTestServer
 
     with OllamaTestServer() as srv:
         srv.add_fault("stuck", after_bytes=650_000_000, times=None)
@@ -276,7 +274,7 @@ def test_apply_waits_for_a_server_that_starts_late(tmp_path) -> None:
     `apply --wait` waits through that, as `check --wait` does."""
     import threading
 
-    from tests.ollama_server import OllamaTestServer, free_port
+    from tests.double import OllamaTestServer, free_port
 
     port = free_port()
     srv = OllamaTestServer(installed=["llama3.2:1b"], port=port)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.config_support import load, need_codex
-from tests.hostile_server import ROOT, cli_env, run_cli
-from tests.ollama_server import OllamaTestServer
+from tests.double import OllamaTestServer
+from tests.tool import ROOT, cli_env, run_cli
 
 SIGNALS = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile_server import Run, answer, cli_env, run_cli
+from tests.double.hostile import answer
+from tests.tool import Run, cli_env, run_cli
 
 DIGITS = "9" * 30_000
 

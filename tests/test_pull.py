@@ -1,6 +1,6 @@
 """`ollama-provision pull`: what gets pulled, and how every failure of the stream ends.
 
-Every test pulls over real HTTP from the Ollama test double (tests/ollama_server.py),
+Every test pulls over real HTTP from the Ollama test double (tests/double/),
 with its faults standing in for a flaky network, a stuck download or a sick server.
 """
 
@@ -22,7 +22,7 @@ from provision.models.pull import PullOptions, pull_models
 from provision.names import ModelName, parse_name
 from provision.output import human_bytes
 from provision.server import OllamaServer, parse_host
-from tests.ollama_server import OllamaTestServer
+from tests.double import OllamaTestServer
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ("--stall-timeout", "0.3", "--retry-base", "0.01")

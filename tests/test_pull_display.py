@@ -19,7 +19,7 @@ from provision.models.progress import PlainReporter, TerminalReporter
 from provision.models.pull import PullOptions, pull_models
 from provision.names import parse_name
 from provision.server import OllamaServer, parse_host
-from tests.ollama_server import OllamaTestServer
+from tests.double import OllamaTestServer
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BLOB_LINE = re.compile(r"pulling ([0-9a-f]{12}) +(\d+)% ▕[█ ]+▏ (\S+)")

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from provision.cli import main
-from tests.ollama_server import OllamaTestServer, make_catalog_model
+from tests.double import OllamaTestServer, make_catalog_model
 
 WEIGHTS = "application/vnd.ollama.image.model"
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.hostile_server import ROOT, cli_env, run_cli
+from tests.tool import ROOT, cli_env, run_cli
 
 TOKENS = {
     "github": "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
@@ -134,12 +134,12 @@ def test_apply_dry_run_json_hides_the_users_values(make_ollama, tmp_path) -> Non
 FAKE_OLLAMA = """#!/bin/sh
 # `ollama serve` for the test: the Ollama double, on the port OLLAMA_HOST names.
 echo "server config env=HTTPS_PROXY:http://u:proxy-s3cret@proxy:3128"
-cd {root} && exec {python} -m tests.ollama_server --port "${{OLLAMA_HOST##*:}}"
+cd {root} && exec {python} -m tests.double --port "${{OLLAMA_HOST##*:}}"
 """
 
 
 def test_the_log_of_a_started_server_is_private(tmp_path) -> None:
-    from tests.ollama_server import free_port
+    from tests.double import free_port
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -2,8 +2,9 @@
 
 Every test here is marked `integration` (`pytest -m "not integration"` leaves them out).
 Servers are started once per module and reused by its tests; the registry once per
-session. When a test fails, the log of every server running at the time is attached
-to its report.
+session; `ollama_dist`, the runnable copy they start from, is in tests/conftest.py.
+When a test fails, the log of every server running at the time is attached to its
+report.
 """
 
 from __future__ import annotations
@@ -13,14 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.real_ollama import (
-    RealOllama,
-    Registry,
-    cli_env,
-    require_server,
-    runnable_copy,
-    servers,
-)
+from tests.real import RealOllama, Registry, cli_env, servers
 
 ACTIVE: list[RealOllama] = []  # servers running now, for the failure report
 
@@ -39,12 +33,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.failed:
         for srv in ACTIVE:
             report.sections.append((f"ollama serve log ({srv.url})", srv.log_tail(80)))
-
-
-@pytest.fixture(scope="session")
-def ollama_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require_server()
-    return runnable_copy(tmp_path_factory.mktemp("ollama-dist"))
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.real_ollama import RealOllama, Registry
-from tests.ollama_server import OllamaTestServer
+from tests.double import OllamaTestServer
+from tests.real import RealOllama, Registry
 
 VERSION = "0.32.15"
 

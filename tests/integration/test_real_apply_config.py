@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.real_ollama import REPO, RealOllama, run_cli, unload
+from tests.real import REPO, RealOllama, run_cli, unload
 
 CODEX = REPO / ".ci" / "node" / "node_modules" / ".bin" / "codex"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.real_ollama import REPO, RealOllama, Registry, run_cli
+from tests.real import REPO, RealOllama, Registry, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_check_reports_the_real_version_and_models(real_server, user_env) -> Non
 
 
 def test_check_without_a_server_exits_3(user_env) -> None:
-    from tests.integration.real_ollama import free_port
+    from tests.real import free_port
 
     result = run_cli({**user_env, "OLLAMA_HOST": f"127.0.0.1:{free_port()}"}, "check")
     assert result.returncode == 3

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.github_env import github_env_vars
-from tests.integration.real_ollama import REPO, RealOllama, create_from_gguf, run_cli
+from tests.real import REPO, RealOllama, create_from_gguf, run_cli
 
 REQUIRE_ENV = "OLLAMA_PROVISION_REQUIRE_CLIENTS"
 NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
@@ -65,7 +65,7 @@ def embed_model(real_server: RealOllama, tmp_path_factory: pytest.TempPathFactor
     """`tiny` with a pooling type: Ollama then serves it as an embedding model."""
     import gguf
 
-    from tests.integration.real_ollama import shared_ollama
+    from tests.real import shared_ollama
 
     path = tmp_path_factory.mktemp("embed") / "tiny-embed.gguf"
     reader = gguf.GGUFReader(shared_ollama() / "tiny.gguf")

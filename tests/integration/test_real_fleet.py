@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ACTIVE
-from tests.integration.real_ollama import (
+from tests.real import (
     RealOllama,
     Registry,
     create_from_gguf,

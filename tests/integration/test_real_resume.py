@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.real_ollama import REPO, RealOllama, Registry, create_from_gguf, run_cli
-from tests.integration.synthetic_gguf import LlamaShape, write_gguf
 from tests.integration.throttle import ThrottledFront
+from tests.real import REPO, RealOllama, Registry, create_from_gguf, run_cli
+from tests.real.gguf import LlamaShape, write_gguf
 
 # About 200 MB of weights: three of Ollama's 100 MB download parts and a bit.
 BIG = LlamaShape("resume-test", embedding=1024, layers=4, heads=8, heads_kv=8,

@@ -5,6 +5,9 @@ data is zeros, left as a hole in a sparse file, so that a 2.5 GB model is writte
 well under a second and takes no disk until something copies it. A real Ollama creates,
 loads and runs such a model (it answers nonsense, like `tiny`). `fill` writes real
 bytes instead (a pseudo-random pattern), where the bytes must travel (a registry).
+
+`padded_tiny` is `tiny` itself grown by an unused tensor: a model large enough to
+interrupt while it travels, that Ollama creates but cannot load.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.real.shared import shared_ollama
 
 ALIGNMENT = 32  # GGUF's default
 
@@ -155,3 +160,42 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
+
+
+def padded_tiny(path: Path, extra_bytes: int, seed: int) -> Path:
+    """`tiny`'s GGUF plus an unused tensor of `extra_bytes` (filled with `seed`): a model
+    large enough to interrupt, that Ollama creates but cannot load (the extra tensor)."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(shared_ollama() / "tiny.gguf")
+    writer = gguf.GGUFWriter(str(path), arch=reader.fields["general.architecture"].contents())
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    count = extra_bytes // 2
+    for tensor in reader.tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype,
+                               tensor.data.nbytes, tensor.tensor_type)
+    writer.add_tensor_info("pad.weight", (count,), np.dtype(np.float16), count * 2,
+                           gguf.GGMLQuantizationType.F16)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data)
+    # The padding tensor in 1 MiB pieces (a model of several GB is never in memory).
+    out = writer.fout[0]
+    writer.tensors[0].pop("pad.weight")
+    writer.write_padding(out, out.tell())
+    piece = np.full((1 << 19,), seed, dtype=np.float16).tobytes()
+    left = count * 2
+    while left > 0:
+        out.write(piece[:left])
+        left -= len(piece)
+    writer.write_padding(out, count * 2)
+    writer.close()
+    return path

@@ -27,9 +27,8 @@ Behaviours (each a function `(handler) -> None` that answers one request):
 - ``after(seconds)``              wait, then pass upstream (a server that starts late:
   refuses connections meanwhile is `HostileServer(start_after=...)`)
 
-`run_cli(...)` runs the tool as its own process and reports its exit code, output, wall
-time and peak RSS (`ru_maxrss` of that process alone, from `wait4`): what the tests and
-`scripts/bench_hostile.py` measure.
+What the tool does against it (exit code, output, wall time, peak memory) is measured
+with `tests.tool.run_cli`.
 """
 
 from __future__ import annotations
@@ -37,22 +36,14 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import http.client
-import os
-import signal
 import socketserver
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
 MIB, GIB = 1 << 20, 1 << 30
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
         "proxy-connection", "content-length", "host"}
@@ -331,110 +322,6 @@ def after(seconds: float) -> Behaviour:
     return behave
 
 
-# --- the tool as a process ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-    seconds: float
-    peak_rss: int  # bytes, the tool's process alone
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak_rss / 1e6
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a test run: none of the developer's proxies or servers."""
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-           and k not in ("OLLAMA_HOST", "FORCE_COLOR", "OLLAMA_PROVISION_REGISTRY",
-                         "CODEX_HOME")}
-    env.update(extra)
-    return env
-
-
-# Forks and runs the tool, then reports the tool's own peak RSS. A launcher, because
-# Linux carries the parent's memory high-water mark into a forked child's ru_maxrss
-# (across exec too): measured straight from pytest, the tool would "use" pytest's size.
-_LAUNCHER = """
-import os, sys
-report = sys.argv[1]
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-with open(report, "w") as f:
-    f.write(f"{pid}\\n")
-_, status, usage = os.wait4(pid, 0)
-with open(report, "a") as f:
-    f.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}\\n")
-"""
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
-            signal_after: tuple[float, int] | None = None,
-            signal_when: tuple[Callable[[], bool], int] | None = None) -> Run:
-    """`python -m provision ARGS` as its own process; killed (and reported with code -9)
-    after `timeout` s. `signal_after=(seconds, signum)` sends it a signal meanwhile;
-    `signal_when=(condition, signum)` as soon as the condition holds (polled)."""
-    with tempfile.TemporaryDirectory() as work:
-        report = Path(work) / "report"
-        out_path, err_path = Path(work) / "out", Path(work) / "err"
-        begin = time.monotonic()
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            launcher = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCHER, str(report), sys.executable, "-m",
-                 "provision", *args], cwd=ROOT, env=cli_env() if env is None else env,
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        pid = _child_pid(report)
-        timers: list[threading.Thread] = [threading.Timer(timeout, _kill,
-                                                          (pid, signal.SIGKILL))]
-        if signal_after is not None:
-            timers.append(threading.Timer(signal_after[0], _kill, (pid, signal_after[1])))
-        done = threading.Event()
-        if signal_when is not None:
-            timers.append(threading.Thread(target=_signal_when, daemon=True,
-                                           args=(pid, *signal_when, done)))
-        for timer in timers:
-            timer.start()
-        try:
-            launcher.wait()
-        finally:
-            done.set()
-            for timer in timers:
-                if isinstance(timer, threading.Timer):
-                    timer.cancel()
-        seconds = time.monotonic() - begin
-        maxrss, code = report.read_text().splitlines()[1].split()
-        peak = int(maxrss) * (1 if sys.platform == "darwin" else 1024)
-        return Run(int(code), out_path.read_text(errors="replace"),
-                   err_path.read_text(errors="replace"), seconds, peak)
-
-
-def _signal_when(pid: int, condition: Callable[[], bool], signum: int,
-                 done: threading.Event) -> None:
-    while not done.wait(0.02):
-        if condition():
-            _kill(pid, signum)
-            return
-
-
-def _child_pid(report: Path) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            return int(report.read_text().splitlines()[0])
-        time.sleep(0.005)
-    raise RuntimeError("the launcher did not start the tool")
-
-
-def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
 
 @contextlib.contextmanager
 def hostile(upstream: str | None = None) -> Iterator[HostileServer]:
@@ -442,6 +329,6 @@ def hostile(upstream: str | None = None) -> Iterator[HostileServer]:
         yield srv
 
 
-__all__ = ["HostileServer", "Run", "run_cli", "cli_env", "relay", "ignore_range", "answer",
+__all__ = ["HostileServer", "relay", "ignore_range", "answer",
            "endless_json", "many_models", "gzip_bomb", "garbage_gzip", "deep_json", "slow_headers",
            "slow_body", "endless_headers", "after", "hostile"]

@@ -1,5 +1,6 @@
-"""The Ollama test double behaves like the reference (real Ollama 0.12.9 captures,
-ollama-api.md, hardware.md). Plain httpx against the double, real HTTP on loopback."""
+"""The Ollama test double (tests/double/) behaves like a real Ollama: excerpts of a real
+0.12.9's answers below, the real 0.32.15 in tests/integration/test_contract.py. Plain httpx
+against the double, real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ollama_server import (
+from tests.double import (
     CATALOG,
     GIB,
     MIB,
@@ -35,8 +36,8 @@ from tests.ollama_server import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# One-line excerpts of the raw captures of a real Ollama 0.12.9
-# (/work/shared/reference/captures-0.12.9/), kept here so the tests run anywhere.
+# One-line excerpts of raw captures of a real Ollama 0.12.9's answers (the workplace's
+# reference captures, outside this repository), kept here so the tests run anywhere.
 CAPTURED_TAGS_MODEL = json.loads(
     '{"name":"tiny:latest","model":"tiny:latest","modified_at":"2026-11-21T07:51:15.796224701Z",'
     '"size":85311,"digest":"b0c9214d3340c124934ebc584612bcfaf4942a50f4cc0e756276a942ea5073ca",'
@@ -744,7 +745,7 @@ def test_ipv6_loopback(make_ollama: Callable[..., OllamaTestServer]) -> None:
 
 def test_cli_serves_until_interrupted() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.ollama_server", "--port", "0", "--installed", "tiny",
+        [sys.executable, "-m", "tests.double", "--port", "0", "--installed", "tiny",
          "--version", "0.12.9"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
