@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.live import Live  # tens of ms: only when a terminal is drawn
+    from rich.live import Live
 
 
 class LiveView:

@@ -66,11 +66,7 @@ def run(args: argparse.Namespace) -> int:
         )
         fits = _judge(report, server) if args.hardware and report.server.reachable else {}
     if args.json:
-        result = to_result(report)
-        for model in result.fields["models"]:
-            if model["name"] in fits:
-                model["hardware"] = fits[model["name"]]
-        out.emit_result(result)
+        out.emit_result(to_result(report, fits))
     elif out.terminal:
         _render_rich(report, out)
     else:
@@ -128,8 +124,11 @@ def _waiting_printer(out: Output) -> Callable[[ServerFacts, float], None]:
     return on_wait
 
 
-def to_result(report: Readiness) -> CommandResult:
+def to_result(report: Readiness, fits: dict[str, dict[str, Any]] | None = None
+              ) -> CommandResult:
+    """`fits`: each model's hardware verdict (`--hardware`), by its name."""
     diagnosis = report.server.diagnosis
+    fits = fits or {}
     return CommandResult("check", report.exit_code, {
         "server": {
             "url": report.address.url,
@@ -148,6 +147,7 @@ def to_result(report: Readiness) -> CommandResult:
                 "parameter_size": m.installed.parameter_size if m.installed else None,
                 "quantization": m.installed.quantization if m.installed else None,
                 "digest": m.installed.digest if m.installed else None,
+                **({"hardware": fits[m.display_name]} if m.display_name in fits else {}),
             }
             for m in report.models
         ],

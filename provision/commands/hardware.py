@@ -18,6 +18,7 @@ from provision.result import CommandResult
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
     from provision.hardware import HardwareReport, Machine, ModelReport
     from provision.output import Output
+
 GIB = 1 << 30
 
 

@@ -125,9 +125,8 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
     except ProvisionError as refused:  # e.g. the disk cannot hold it: refused up front
         if not out.json_mode:
             raise
-        result = to_result([], about, refused.exit_code, None)
-        result.fields["error"] = {"message": refused.message, "hint": refused.hint}
-        out.emit_result(result)
+        out.emit_result(to_result([], about, refused.exit_code, None, error={
+            "message": refused.message, "hint": refused.hint}))
         out.error(refused.message, refused.hint)
         return refused.exit_code
     exit_code = EXIT_INTERRUPTED if interrupted else (
@@ -147,7 +146,9 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
 
 
 def to_result(outcomes: list[PullOutcome], about: dict[str, Any], exit_code: int,
-              drift: tuple[ModelDrift, ...] | None = None) -> CommandResult:
+              drift: tuple[ModelDrift, ...] | None = None, *,
+              error: dict[str, Any] | None = None) -> CommandResult:
+    """`error`: why nothing was pulled (a refusal up front, such as the disk check)."""
     fields: dict[str, Any] = {
         "server": about,
         "models": [
@@ -172,6 +173,8 @@ def to_result(outcomes: list[PullOutcome], about: dict[str, Any], exit_code: int
         fields["drift"] = [{"name": d.name.short, "state": d.state, "digest": d.digest,
                             "registry_digest": d.registry_digest, "error": d.error}
                            for d in drift]
+    if error is not None:
+        fields["error"] = error
     return CommandResult("pull", exit_code, fields)
 
 

@@ -69,8 +69,10 @@ def verify_model(
     model = name.short
     started = time.monotonic()
     try:
-        server.load(name, options=_options(num_ctx), keep_alive=keep_alive,
-                    embedding=embedding)
+        if embedding:
+            server.embed(name, "ready", options=_options(num_ctx), keep_alive=keep_alive)
+        else:
+            server.load(name, options=_options(num_ctx), keep_alive=keep_alive)
     except ServerError as exc:
         return Verification(model=model, ok=False, error=exc.reason if not exc.connection
                             else f"loading failed: {exc.reason}")

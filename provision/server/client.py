@@ -246,14 +246,16 @@ class OllamaServer:
     # --- using a model ----------------------------------------------------------------------
 
     def load(self, name: ModelName, *, options: Mapping[str, Any] | None = None,
-             keep_alive: str | None = None, embedding: bool = False) -> None:
-        """Load a model into memory: an empty generation (or embedding, for a model that
-        only embeds)."""
+             keep_alive: str | None = None) -> None:
+        """Load a model into memory: a generation without a prompt."""
         body = _model_request(name, options, keep_alive)
-        if embedding:
-            self._answer("POST", "/api/embed", {**body, "input": "ready"})
-        else:
-            self._answer("POST", "/api/generate", {**body, "stream": False})
+        self._answer("POST", "/api/generate", {**body, "stream": False})
+
+    def embed(self, name: ModelName, text: str, *, options: Mapping[str, Any] | None = None,
+              keep_alive: str | None = None) -> None:
+        """Embed `text` (which loads a model that only embeds)."""
+        body = _model_request(name, options, keep_alive)
+        self._answer("POST", "/api/embed", {**body, "input": text})
 
     def generate(self, name: ModelName, prompt: str, *,
                  options: Mapping[str, Any] | None = None,
