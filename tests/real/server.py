@@ -34,6 +34,16 @@ def scrubbed_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SCRUBBED}
 
 
+def closed_proxies() -> dict[str, str]:
+    """Proxy variables pointing at a loopback port where nothing listens. A real server
+    reaches for ollama.com at start (recommendations, cloud tags): through these it fails
+    at once on this machine, so tests send traffic only to loopback (which Go's and the
+    tool's HTTP clients never proxy)."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    return {"HTTPS_PROXY": closed, "HTTP_PROXY": closed, "https_proxy": closed,
+            "http_proxy": closed, "NO_PROXY": "", "no_proxy": ""}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,6 +64,7 @@ class RealOllama:
         self.models_from = models_from
         self.prefix = list(prefix)
         self.extra_env = dict(env or {})
+        self.offline = closed_proxies()
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -76,7 +87,7 @@ class RealOllama:
     @property
     def env(self) -> dict[str, str]:
         """The server's environment (also the real `ollama` client's, with `ollama`)."""
-        return {**scrubbed_environ(), "OLLAMA_HOST": self.host,
+        return {**scrubbed_environ(), **self.offline, "OLLAMA_HOST": self.host,
                 "OLLAMA_MODELS": str(self.models), "HOME": str(self.root / "home"),
                 **self.extra_env}
 
