@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +29,19 @@ SCRUBBED = ("OLLAMA_HOST", "OLLAMA_MODELS", "OLLAMA_PROVISION_REGISTRY", "HTTP_P
             "FORCE_COLOR", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "CODEX_HOME",
             "OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PARALLEL", "OLLAMA_KV_CACHE_TYPE",
             "OLLAMA_FLASH_ATTENTION", "OLLAMA_KEEP_ALIVE")
+
+
+_FROM_BLOB = re.compile(r"^FROM \S*sha256[-:]([0-9a-f]{64})$", re.MULTILINE)
+
+
+def model_facts(show: dict[str, Any]) -> dict[str, Any]:
+    """What a user can tell about a model from `/api/show`: its weights, prompt,
+    parameters, licence, details and abilities (what must match between a pulled copy
+    and one provisioned another way)."""
+    found = _FROM_BLOB.search(str(show.get("modelfile") or ""))
+    return {"weights": f"sha256:{found.group(1)}" if found else None,
+            **{key: show.get(key) for key in ("template", "system", "parameters", "license",
+                                              "details", "capabilities")}}
 
 
 def scrubbed_environ() -> dict[str, str]:
@@ -151,6 +165,16 @@ class RealOllama:
 
     def show(self, name: str) -> dict[str, Any]:
         return self.api("/api/show", {"model": name})
+
+    def weights(self, name: str) -> str | None:
+        """`sha256:<hex>` of the weights the server uses for `name` (the FROM line of its
+        modelfile, as `/api/show` gives it), None when it has no such model."""
+        try:
+            modelfile = str(self.show(name).get("modelfile") or "")
+        except urllib.error.HTTPError:
+            return None
+        found = _FROM_BLOB.search(modelfile)
+        return f"sha256:{found.group(1)}" if found else None
 
     def tags(self) -> dict[str, str]:
         """name -> manifest digest, as /api/tags lists them (newest first)."""
