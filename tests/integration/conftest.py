@@ -4,8 +4,8 @@ Every test here is marked `integration` (`pytest -m "not integration"` leaves th
 Servers are started once per module and reused by its tests (`watched_servers`), or
 per test (`start_server`); the registry once per session; `ollama_dist`, the runnable
 copy they start from, is in tests/conftest.py. When a test fails, the log of every
-server running at the time is attached to its report. `offline_environ` keeps a server
-or the tool from reaching anything beyond loopback.
+server running at the time is attached to its report. `closed_proxies()` (tests.real)
+keeps the tool from reaching anything beyond loopback; servers have it already.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.real import RealOllama, Registry, cli_env, free_port, servers, shared_ollama
+from tests.real import RealOllama, Registry, cli_env, servers, shared_ollama
 
 ACTIVE: list[RealOllama] = []  # servers running now, for the failure report
 
@@ -83,25 +83,15 @@ def user_env(tmp_path: Path) -> dict[str, str]:
     return cli_env(tmp_path / "user-home")
 
 
-def offline_environ() -> dict[str, str]:
-    """Proxy variables pointing at a loopback port where nothing listens: whatever a
-    server or the tool would fetch from the internet fails at once, on this machine
-    (loopback itself is never proxied, by Ollama or by the tool)."""
-    closed = f"http://127.0.0.1:{free_port()}"
-    return {"HTTPS_PROXY": closed, "HTTP_PROXY": closed, "https_proxy": closed,
-            "http_proxy": closed}
-
-
 @pytest.fixture
 def start_server(ollama_dist: Path, tmp_path: Path) -> Iterator[Callable[..., RealOllama]]:
     """Servers of the test's own: `start_server()` an empty one, `start_server(tiny=True)`
-    one holding `tiny`; offline (`offline_environ`); stopped after the test."""
+    one holding `tiny`; stopped after the test."""
     started: list[RealOllama] = []
 
     def start(tiny: bool = False) -> RealOllama:
         srv = RealOllama(ollama_dist, tmp_path / f"server-{len(started)}",
-                         models_from=shared_ollama() / "models" if tiny else None,
-                         env=offline_environ())
+                         models_from=shared_ollama() / "models" if tiny else None)
         started.append(srv)
         ACTIVE.append(srv)
         return srv.start()

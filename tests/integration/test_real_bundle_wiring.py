@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.integration.conftest import ACTIVE, offline_environ
+from tests.integration.conftest import ACTIVE
 from tests.integration.wiring import (
     LICENSE_TEXT,
     SYSTEM_PROMPT,
@@ -35,6 +35,7 @@ from tests.real import (
     RealOllama,
     Registry,
     cli_env,
+    closed_proxies,
     free_port,
     model_facts,
     one_error,
@@ -60,7 +61,7 @@ def made(ollama_dist: Path, tmp_path_factory: pytest.TempPathFactory
         publisher = RealOllama(ollama_dist, root / "publisher",
                                models_from=shared_ollama() / "models").start()
         stack.callback(publisher.stop)
-        reference = RealOllama(ollama_dist, root / "reference", env=offline_environ()).start()
+        reference = RealOllama(ollama_dist, root / "reference").start()
         stack.callback(reference.stop)
         ACTIVE.append(reference)
         stack.callback(ACTIVE.remove, reference)
@@ -72,7 +73,7 @@ def made(ollama_dist: Path, tmp_path_factory: pytest.TempPathFactory
                                                  "stream": False}, timeout=120)
             assert answer["status"] == "success"
         env = cli_env(root / "home", OLLAMA_PROVISION_REGISTRY=f"http://{registry.host}",
-                      **offline_environ())
+                      **closed_proxies())
         v1, v2 = root / "v1.tar", root / "v2.tar"
         bundled = run_cli(env, "bundle", "create", "tiny", "tiny:sys", "-o", str(v1))
         assert bundled.returncode == 0, bundled.stderr

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.integration.conftest import offline_environ, watched_servers
+from tests.integration.conftest import watched_servers
 from tests.integration.throttle import ThrottledFront, UploadLog
 from tests.integration.wiring import (
     SYSTEM_PROMPT,
@@ -37,6 +37,7 @@ from tests.integration.wiring import (
 from tests.real import (
     RealOllama,
     Registry,
+    closed_proxies,
     free_port,
     interrupt_when,
     run_cli,
@@ -81,7 +82,7 @@ def seed_hosts(ollama_dist: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RealOllama]]:
     """Four empty servers, offline (nothing of theirs leaves loopback)."""
     with watched_servers(ollama_dist, tmp_path_factory.mktemp("seed-hosts"), 4,
-                         with_tiny=False, **offline_environ()) as found:
+                         with_tiny=False, **closed_proxies()) as found:
         yield found
 
 
@@ -90,7 +91,7 @@ def named(urls: list[str]) -> list[tuple[str, str]]:
 
 
 def seed_env(user_env: dict[str, str], cache_home: Path) -> dict[str, str]:
-    return {**user_env, "XDG_CACHE_HOME": str(cache_home), **offline_environ()}
+    return {**user_env, "XDG_CACHE_HOME": str(cache_home), **closed_proxies()}
 
 
 def blobs_of(*models: SimpleNamespace) -> dict[str, int]:

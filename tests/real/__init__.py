@@ -18,6 +18,7 @@ from tests.real.cli import cli_env, interrupt_when, one_error, run_cli, start_cl
 from tests.real.registry import Registry
 from tests.real.server import (
     RealOllama,
+    closed_proxies,
     create_from_gguf,
     free_port,
     load,
@@ -41,6 +42,7 @@ __all__ = [
     "RealOllama",
     "Registry",
     "cli_env",
+    "closed_proxies",
     "create_from_gguf",
     "free_port",
     "interrupt_when",
