@@ -15,6 +15,12 @@ padding (Ollama creates them; nothing here loads them).
    http.client), best of 3 each. Goal: >= 80 %.
 3. Peak RSS (the process's own, from wait4) of `bundle create` of a model of several GB
    from the registry, and of `bundle push` of it. Goal: <= 200 MB.
+4. `fleet --seed` for N servers (1, 4, 16): the CLI run as a user runs it, on N fresh
+   servers with an empty cache, then once more on N other fresh servers with the cache
+   it left. Printed: the registry's blob requests (its proxy's log) and the bytes the
+   summary says came from the registry and went to the hosts, wall time. Goal: each
+   model from the registry once whatever N, and nothing on the second run. (Until
+   `fleet --seed` exists, issue 14's wiring, it says so and skips.)
 
     python scripts/bench_bundle.py [--model-mb 100] [--servers 1,4,16] [--big-gb 3]
 
@@ -25,6 +31,7 @@ On a small machine the servers, the registry and the tool share the CPUs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -249,6 +256,44 @@ def big_model_memory(bench: Bench, seed: RealOllama, registry: Registry,
     bundle.unlink()
 
 
+def seed_traffic(bench: Bench, registry: Registry, name: str, counts: list[int],
+                 size: int) -> None:
+    print(f"\n4. fleet --seed: {name} ({human_bytes(size)}) to N fresh servers, through "
+          "the tool's cache")
+    env = {**os.environ, "XDG_CACHE_HOME": str(bench.root / "seed-cache")}
+    env.pop("OLLAMA_HOST", None)
+    for n in counts:
+        shutil.rmtree(bench.root / "seed-cache", ignore_errors=True)
+        for attempt in ("empty cache", "cache kept"):
+            servers = [bench.server() for _ in range(n)]
+            inventory = bench.root / f"seed-{n}.toml"
+            inventory.write_text("".join(f'[[hosts]]\nname = "s{i}"\nurl = "{s.url}"\n\n'
+                                         for i, s in enumerate(servers))
+                                 + f'[groups.all]\n[[groups.all.models]]\nname = "{name}"\n\n'
+                                 "[pull]\ninsecure = true\n")
+            gets = registry.blob_gets()
+            started = time.monotonic()
+            done = subprocess.run([sys.executable, "-m", "provision", "fleet", "-i",
+                                   str(inventory), "--seed", "--no-verify", "--json"],
+                                  cwd=REPO, env=env, capture_output=True, text=True)
+            took = time.monotonic() - started
+            for server in servers:
+                bench.retire(server)
+            if "unrecognized arguments: --seed" in done.stderr:
+                print("  fleet --seed is not there yet (issue 14 wiring): skipped")
+                return
+            try:
+                seed = json.loads(done.stdout)["seed"]
+            except (ValueError, KeyError, TypeError):
+                print(f"  N={n:2d}: exit {done.returncode}, no seed figures: "
+                      f"{done.stderr.strip()[-200:]}")
+                continue
+            print(f"  N={n:2d}, {attempt}: {registry.blob_gets() - gets} registry blob "
+                  f"requests, {human_bytes(seed['registry_bytes'])} from the registry, "
+                  f"{human_bytes(seed['sent_bytes'])} sent, {took:.1f}s, exit "
+                  f"{done.returncode}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-mb", type=int, default=100,
@@ -279,6 +324,7 @@ def main() -> int:
         registry_traffic(bench, registry, name, [int(x) for x in args.servers.split(",")],
                          total)
         upload_throughput(bench, seed, registry, name, "bench", size)
+        seed_traffic(bench, registry, name, [int(x) for x in args.servers.split(",")], total)
         if args.big_gb > 0:
             big_model_memory(bench, seed, registry, int(args.big_gb * 1e9))
     except RuntimeError as exc:  # a server or the registry did not start

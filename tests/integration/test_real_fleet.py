@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ACTIVE
+from tests.integration.conftest import watched_servers
 from tests.real import (
     RealOllama,
     Registry,
     create_from_gguf,
     run_cli,
-    servers,
     shared_ollama,
 )
 
@@ -29,13 +28,9 @@ from tests.real import (
 @pytest.fixture(scope="module")
 def hosts(ollama_dist: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RealOllama]]:
-    with servers(ollama_dist, tmp_path_factory.mktemp("fleet"), 3, with_tiny=False) as found:
-        ACTIVE.extend(found)
-        try:
-            yield found
-        finally:
-            for srv in found:
-                ACTIVE.remove(srv)
+    with watched_servers(ollama_dist, tmp_path_factory.mktemp("fleet"), 3,
+                         with_tiny=False) as found:
+        yield found
 
 
 def republish(publisher: RealOllama, registry: Registry, ref: str, tmp: Path) -> None:

@@ -14,9 +14,18 @@ the tests in tests/ and tests/integration/ are in tests/conftest.py (`ollama_dis
 the integration ones in tests/integration/conftest.py.
 """
 
-from tests.real.cli import cli_env, run_cli
+from tests.real.cli import cli_env, interrupt_when, one_error, run_cli, start_cli
 from tests.real.registry import Registry
-from tests.real.server import RealOllama, create_from_gguf, free_port, load, servers, unload
+from tests.real.server import (
+    RealOllama,
+    closed_proxies,
+    create_from_gguf,
+    free_port,
+    load,
+    model_facts,
+    servers,
+    unload,
+)
 from tests.real.shared import (
     REPO,
     TINY,
@@ -33,14 +42,19 @@ __all__ = [
     "RealOllama",
     "Registry",
     "cli_env",
+    "closed_proxies",
     "create_from_gguf",
     "free_port",
+    "interrupt_when",
     "load",
+    "model_facts",
+    "one_error",
     "require_server",
     "run_cli",
     "runnable_copy",
     "servers",
     "shared_ollama",
+    "start_cli",
     "unload",
     "why_no_server",
     "writable_copy",

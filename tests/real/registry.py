@@ -3,8 +3,11 @@ redirecting front Ollama needs (see the shared folder's README)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.real.shared import shared_ollama
 
@@ -40,3 +43,12 @@ class Registry:
         text = log.read_text(errors="replace") if log.exists() else ""
         return sum(1 for x in text.splitlines()
                    if '"GET /v2/' in x and "/blobs/" in x and x.endswith(" 307 -"))
+
+    def manifest(self, ref: str) -> dict[str, Any]:
+        """The manifest it serves for `repository:tag` (`library/tiny:latest`)."""
+        repository, tag = ref.rsplit(":", 1)
+        request = urllib.request.Request(
+            f"http://{self.host}/v2/{repository}/manifests/{tag}",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read())

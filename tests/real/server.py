@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,8 +31,31 @@ SCRUBBED = ("OLLAMA_HOST", "OLLAMA_MODELS", "OLLAMA_PROVISION_REGISTRY", "HTTP_P
             "OLLAMA_FLASH_ATTENTION", "OLLAMA_KEEP_ALIVE")
 
 
+_FROM_BLOB = re.compile(r"^FROM \S*sha256[-:]([0-9a-f]{64})$", re.MULTILINE)
+
+
+def model_facts(show: dict[str, Any]) -> dict[str, Any]:
+    """What a user can tell about a model from `/api/show`: its weights, prompt,
+    parameters, licence, details and abilities (what must match between a pulled copy
+    and one provisioned another way)."""
+    found = _FROM_BLOB.search(str(show.get("modelfile") or ""))
+    return {"weights": f"sha256:{found.group(1)}" if found else None,
+            **{key: show.get(key) for key in ("template", "system", "parameters", "license",
+                                              "details", "capabilities")}}
+
+
 def scrubbed_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+
+
+def closed_proxies() -> dict[str, str]:
+    """Proxy variables pointing at a loopback port where nothing listens. A real server
+    reaches for ollama.com at start (recommendations, cloud tags): through these it fails
+    at once on this machine, so tests send traffic only to loopback (which Go's and the
+    tool's HTTP clients never proxy)."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    return {"HTTPS_PROXY": closed, "HTTP_PROXY": closed, "https_proxy": closed,
+            "http_proxy": closed, "NO_PROXY": "", "no_proxy": ""}
 
 
 def free_port() -> int:
@@ -54,6 +78,7 @@ class RealOllama:
         self.models_from = models_from
         self.prefix = list(prefix)
         self.extra_env = dict(env or {})
+        self.offline = closed_proxies()
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -76,7 +101,7 @@ class RealOllama:
     @property
     def env(self) -> dict[str, str]:
         """The server's environment (also the real `ollama` client's, with `ollama`)."""
-        return {**scrubbed_environ(), "OLLAMA_HOST": self.host,
+        return {**scrubbed_environ(), **self.offline, "OLLAMA_HOST": self.host,
                 "OLLAMA_MODELS": str(self.models), "HOME": str(self.root / "home"),
                 **self.extra_env}
 
@@ -140,6 +165,16 @@ class RealOllama:
 
     def show(self, name: str) -> dict[str, Any]:
         return self.api("/api/show", {"model": name})
+
+    def weights(self, name: str) -> str | None:
+        """`sha256:<hex>` of the weights the server uses for `name` (the FROM line of its
+        modelfile, as `/api/show` gives it), None when it has no such model."""
+        try:
+            modelfile = str(self.show(name).get("modelfile") or "")
+        except urllib.error.HTTPError:
+            return None
+        found = _FROM_BLOB.search(modelfile)
+        return f"sha256:{found.group(1)}" if found else None
 
     def tags(self) -> dict[str, str]:
         """name -> manifest digest, as /api/tags lists them (newest first)."""
