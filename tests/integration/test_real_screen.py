@@ -1,0 +1,146 @@
+"""What a user sees against the real Ollama 0.32.15 and the real registry (issue 13): `pull`
+and `apply` on a pseudo-terminal of 80x24 and 120x40 rendered by pyte (tests/screen.py),
+and `fleet` over two real servers in a CI log. The registry is reached through a
+throttling front, so that `tiny` (255 KB) downloads for about a second and the progress
+display really runs. Marked `xfail(strict=True)`: what today's tool gets wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ACTIVE
+from tests.integration.throttle import ThrottledFront
+from tests.real import RealOllama, Registry, servers
+from tests.screen import (
+    PREEMPTED_PRINTS,
+    SIZES,
+    ScreenRun,
+    assert_fits,
+    assert_log_kept,
+    assert_marked_lines_kept,
+    assert_moves,
+    assert_nothing_twice,
+    run_in_terminal,
+    run_plain,
+    terminal_env,
+)
+from tests.ux_support import SIZE_IDS, open_item
+
+RATE = 200e3  # bytes per second through the front: tiny takes about 1.3 s
+
+
+@pytest.fixture(scope="module")
+def slow_tiny(real_server: RealOllama, registry: Registry) -> Iterator[str]:
+    """`tiny` in the real registry, reached through a throttled front: its name there."""
+    real_server.publish("tiny", registry, "library/tiny:latest")
+    with ThrottledFront(registry.port, RATE) as front:
+        yield f"{front.host}/library/tiny:latest"
+
+
+@pytest.fixture(scope="module")
+def real_pull(empty_server: RealOllama, slow_tiny: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Callable[..., ScreenRun]:
+    """`pull --insecure <tiny>` on a terminal of each size (the model deleted first)."""
+    runs: dict[tuple[int, int, str], ScreenRun] = {}
+    home = tmp_path_factory.mktemp("home")
+
+    def run(columns: int, rows: int, preload: str = "") -> ScreenRun:
+        if (columns, rows, preload) not in runs:
+            if slow_tiny in empty_server.names():
+                empty_server.delete(slow_tiny)
+            env = terminal_env(HOME=str(home), OLLAMA_HOST=empty_server.host,
+                               OLLAMA_PROVISION_RETRY_BASE="0.05")
+            runs[columns, rows, preload] = run_in_terminal(
+                "pull", "--insecure", slow_tiny, env=env, columns=columns, rows=rows,
+                timeout=120, preload=preload)
+        return runs[columns, rows, preload]
+
+    return run
+
+
+# Now and then (1 run in 6 here) the `resumed` line, printed from the pull's thread while
+# the bars redraw, lands on the bars' last row and a stale copy of the bars stays on the
+# screen for good: item 1's race, without any help. Not strict until item 1 is fixed.
+RACE = pytest.mark.xfail(strict=False, reason="issue 13 item 1: now and then the race "
+                         "garbles the screen (a line printed over the bars, a stale copy)")
+
+
+@RACE
+@pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
+def test_real_pull_on_a_terminal(real_pull, slow_tiny: str, columns: int, rows: int) -> None:
+    run = real_pull(columns, rows)
+    assert run.code == 0, run.describe()
+    assert_log_kept(run, slow_tiny)
+    assert_marked_lines_kept(run)
+    assert_fits(run)
+    assert_moves(run)
+
+
+@open_item("13", "the outcome is printed twice: the finished bar and the summary line")
+@pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
+def test_real_pull_says_the_outcome_once(real_pull, slow_tiny: str, columns: int,
+                                         rows: int) -> None:
+    run = real_pull(columns, rows)
+    assert len(run.rows_with(slow_tiny)) == 1, run.describe()
+
+
+@open_item("6", "a fresh pull is announced as `resumed at 65.5/253.4 KB (25%) ... not "
+           "restarted` and `resumed a partial download`: a real Ollama's first progress line "
+           "comes after its first 60 ms tick, with bytes already done")
+@pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
+def test_real_fresh_pull_claims_no_resume(real_pull, columns: int, rows: int) -> None:
+    run = real_pull(columns, rows)
+    assert run.code == 0
+    assert "resumed" not in run.text, run.describe()
+
+
+@pytest.mark.parametrize(("columns", "rows"), [
+    pytest.param(80, 24, marks=open_item("13", "the final lines wrap (rich wraps them, the "
+                                         "terminal does not have to)")),
+    pytest.param(120, 40, marks=RACE)], ids=SIZE_IDS)
+def test_real_pull_lines_do_not_wrap(real_pull, columns: int, rows: int) -> None:
+    run = real_pull(columns, rows)
+    loose = [row for row in run.output if row and not row.startswith(("✓ ", "↻ ", "! ", "✗ "))]
+    assert not loose, run.describe()
+
+
+@open_item("1", "the finished model's line, printed while the bars redraw, clears the bars' "
+           "area twice and erases the lines above")
+def test_real_pull_keeps_the_lines_above_on_a_busy_machine(real_pull, slow_tiny: str) -> None:
+    run = real_pull(120, 40, PREEMPTED_PRINTS)
+    assert run.code == 0, run.describe()
+    assert_marked_lines_kept(run)
+    assert_log_kept(run, slow_tiny)
+
+
+@pytest.fixture(scope="module")
+def fleet_hosts(ollama_dist: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RealOllama]]:
+    with servers(ollama_dist, tmp_path_factory.mktemp("screen-fleet"), 2,
+                 with_tiny=False) as found:
+        ACTIVE.extend(found)
+        try:
+            yield found
+        finally:
+            for srv in found:
+                ACTIVE.remove(srv)
+
+
+@open_item("11", "without a terminal each host's line is printed twice (stderr as it "
+           "finishes, stdout in the report): a CI log shows both")
+def test_real_fleet_log_says_each_host_once(fleet_hosts: list[RealOllama], slow_tiny: str,
+                                            user_env: dict[str, str], tmp_path: Path) -> None:
+    inventory = tmp_path / "fleet.toml"
+    lines = []
+    for i, srv in enumerate(fleet_hosts):
+        lines += ["[[hosts]]", f'name = "host-{i}"', f'url = "{srv.url}"', ""]
+    lines += ["[groups.all]", "[[groups.all.models]]", f'name = "{slow_tiny}"', "",
+              "[pull]", "insecure = true", "", "[verify]", "num_predict = 4"]
+    inventory.write_text("\n".join(lines) + "\n")
+    run = run_plain("fleet", "-i", str(inventory), env=user_env, timeout=120)
+    assert run.code == 0, run.describe()
+    assert_nothing_twice(run.lines, context=run.describe())

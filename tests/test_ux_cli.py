@@ -1,0 +1,182 @@
+"""The command line and its documentation as a new user meets them (issue 13): the README
+pasted as written, flags that mean one thing everywhere, usage errors, the server's
+address as Ollama reads it, what `check` says, and Codex's messages. Marked
+`xfail(strict=True)`: what today's tool gets wrong, by item of issue 13.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.double import OllamaTestServer, free_port
+from tests.screen import run_in_terminal, run_plain
+from tests.tool import ROOT
+from tests.ux_support import (
+    SMALL,
+    home_fixture,  # noqa: F401 (the `home` fixture)
+    manifest,
+    open_item,
+    user_env,
+)
+
+README = (ROOT / "README.md").read_text()
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"^```\w*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+
+
+def section(text: str, title: str) -> str:
+    """A README section: from its heading to the next heading."""
+    start = text.index(title)
+    end = re.search(r"^#{2,} ", text[start + len(title):], re.MULTILINE)
+    return text[start:start + len(title) + (end.start() if end else len(text))]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OllamaTestServer]:
+    with OllamaTestServer(installed=["llama3.2:1b"], vram=[]) as srv:
+        yield srv
+
+
+# --- item 9: the README's test command, pasted --------------------------------------------------
+
+
+@open_item("9", "the README's test block says `python -m pytest`; the `pip install -e '.[test]'` "
+           "it needs is in the prose below it")
+def test_readme_test_block_works_when_pasted() -> None:
+    block = code_blocks(README)[1]
+    assert "pytest" in block
+    assert re.search(r"pip install -e '?\.\[test\]'?", block), block
+
+
+def test_readme_install_block_installs_and_runs() -> None:
+    block = code_blocks(README)[0]
+    assert "pip install ." in block and "ollama-provision apply" in block
+
+
+# --- item 12: flags mean one thing -------------------------------------------------------------
+
+
+@open_item("12", "decision: `-f/--file` names the input file of apply and fleet alike "
+           "(fleet keeps -i/--inventory)")
+def test_fleet_takes_its_inventory_with_f(server, home: Path) -> None:
+    inventory = manifest(home, f'[[hosts]]\nurl = "{server.url}"\n[groups.all]\n'
+                         '[[groups.all.models]]\nname = "llama3.2:1b"\n', "fleet.toml")
+    run = run_plain("fleet", "-f", inventory, "--no-verify", env=user_env(home, server))
+    assert run.code == 0, run.describe()
+
+
+def test_pull_force_still_pulls_again(server, home: Path) -> None:
+    run = run_plain("pull", "--force", "llama3.2:1b", env=user_env(home, server))
+    assert run.code == 0, run.describe()
+    assert re.search(r"llama3\.2:1b: (unchanged|updated)", run.out), run.describe()
+
+
+# --- item 13: check, usage, the address ---------------------------------------------------------
+
+
+@open_item("13", "`(1 models)`")
+def test_check_counts_one_model_in_the_singular(server, home: Path) -> None:
+    plain = run_plain("check", env=user_env(home, server))
+    shown = run_in_terminal("check", env=user_env(home, server))
+    assert plain.code == shown.code == 0
+    for text in (plain.out, shown.text):
+        assert "1 model" in text and "1 models" not in text, text
+
+
+@open_item("13", "an unknown flag of a command shows the top-level usage, not the command's")
+@pytest.mark.parametrize("command", ["check", "apply", "pull"])
+def test_an_unknown_flag_shows_the_commands_usage(home: Path, command: str) -> None:
+    run = run_plain(command, "--bogus", *(["llama3.2:1b"] if command == "pull" else []),
+                    env=user_env(home))
+    assert run.code == 2
+    assert f"usage: ollama-provision {command}" in run.err, run.describe()
+    assert "--bogus" in run.err
+
+
+@open_item("13", "OLLAMA_HOST='\"127.0.0.1:11500 \"' is refused (invalid port), where Ollama "
+           "strips the quotes, then the spaces")
+def test_ollama_host_is_read_as_ollama_reads_it(server, home: Path) -> None:
+    quoted = f'"{server.url.split("//", 1)[1]} "'
+    run = run_plain("check", env=user_env(home, OLLAMA_HOST=quoted))
+    assert run.code == 0, run.describe()
+
+
+@open_item("13", "found with it: OLLAMA_PROVISION_REGISTRY without a scheme (`host:port`) "
+           "ends in a traceback (registry.RegistryClient._client)")
+def test_a_registry_without_a_scheme_is_one_clear_line(server, home: Path) -> None:
+    env = user_env(home, server, OLLAMA_PROVISION_REGISTRY=server.url.split("//", 1)[1])
+    run = run_plain("hardware", "llama3.1:8b", env=env)
+    assert "Traceback" not in run.err, run.describe()
+    assert run.code in (0, 1, 2), run.describe()
+
+
+# --- item 10: Codex's messages ------------------------------------------------------------------
+
+
+@pytest.fixture
+def default_address() -> Iterator[OllamaTestServer]:
+    """The double on Ollama's default address, where Codex's built-in provider looks."""
+    srv = OllamaTestServer(port=11434, vram=[])
+    try:
+        srv.start()
+    except OSError as exc:
+        pytest.skip(f"port 11434 is busy here ({exc.strerror})")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@open_item("10", "on the default address apply says `wrote ~/.codex/config.toml (builtin)`: "
+           "config.toml is left empty and the profile went to ollama.config.toml")
+def test_apply_on_the_default_address_names_the_profile_file(default_address,
+                                                             home: Path) -> None:
+    env = user_env(home, default_address, OLLAMA_HOST="127.0.0.1:11434")
+    run = run_plain("apply", "-f", manifest(home, SMALL), "--assume", "ram=16G,gpu=none",
+                    "--codex-version", "0.171.0", env=env)
+    assert run.code == 0, run.describe()
+    configure = [line for line in run.err.splitlines() if "config.toml" in line]
+    assert any("ollama.config.toml" in line for line in configure), run.describe()
+    config = home / ".codex" / "config.toml"
+    assert not config.exists() or config.read_text().strip(), "an empty config.toml"
+
+
+@open_item("10", "`config` without MODEL writes gpt-oss:20b, which the server does not have, "
+           "and exits 0; decision: use the server's model when it has exactly one")
+def test_config_without_a_model_uses_the_servers_only_model(server, home: Path) -> None:
+    run = run_plain("config", "--codex-version", "0.171.0", env=user_env(home, server))
+    assert run.code == 0, run.describe()
+    assert 'model = "llama3.2:1b"' in (home / ".codex" / "ollama.config.toml").read_text()
+
+
+@open_item("10", "decision: `config` without MODEL on a server with several models refuses "
+           "(exit 2) and lists them, rather than writing a model the server lacks")
+def test_config_without_a_model_lists_the_choices(home: Path) -> None:
+    with OllamaTestServer(installed=["llama3.2:1b", "qwen2.5:0.5b"]) as srv:
+        run = run_plain("config", "--codex-version", "0.171.0", env=user_env(home, srv))
+    assert run.code == 2, run.describe()
+    assert "llama3.2:1b" in run.err and "qwen2.5:0.5b" in run.err, run.describe()
+    assert not (home / ".codex" / "ollama.config.toml").exists()
+
+
+@open_item("10", "the README says an old [model_providers.ollama] is moved; where it points at "
+           "the built-in provider's address it is removed")
+def test_readme_says_what_happens_to_an_old_ollama_provider(home: Path) -> None:
+    codex = home / ".codex"
+    codex.mkdir()
+    (codex / "config.toml").write_text('[model_providers.ollama]\nname = "Ollama"\n'
+                                       'base_url = "http://localhost:11434/v1"\n')
+    run = run_plain("config", "llama3.2:1b", "--codex-version", "0.171.0",
+                    env=user_env(home, f"127.0.0.1:{free_port()}", OLLAMA_HOST="127.0.0.1:11434"))
+    assert run.code == 0, run.describe()
+    assert "removed the old [model_providers.ollama]" in run.out, run.describe()
+    config = " ".join(section(README, "## `ollama-provision config [MODEL]`").split())
+    start = config.index("An old user-defined `[model_providers.ollama]`")
+    said = config[start:config.index(". ", start)]
+    assert "removed" in said, f"the README says: {said}"
