@@ -19,12 +19,23 @@ if TYPE_CHECKING:
 
 
 def stream_is_terminal(stream: IO[str], environ: dict[str, str] | None = None) -> bool:
-    """A terminal, or forced like rich does it (FORCE_COLOR); TERM=dumb never is."""
+    """Styled output (colours, tables): a terminal, or forced like rich does it
+    (FORCE_COLOR); TERM=dumb never is."""
     env = os.environ if environ is None else environ
     if env.get("TERM") == "dumb":
         return False
     if env.get("FORCE_COLOR"):
         return True
+    return stream_is_live(stream, env)
+
+
+def stream_is_live(stream: IO[str], environ: dict[str, str] | None = None) -> bool:
+    """A display redrawn in place (cursor moves, erased rows): only a real terminal.
+    FORCE_COLOR asks for colours, not for a live area: CI systems set it, and their logs
+    would fill with cursor codes."""
+    env = os.environ if environ is None else environ
+    if env.get("TERM") == "dumb":
+        return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
 
@@ -108,6 +119,17 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def fit(width: int, head: str, *more: str) -> str:
+    """`head`, then as many of `more` (in order, each with its own separator) as fit in
+    `width` columns: a line that says less rather than one the terminal must wrap."""
+    text = head
+    for part in more:
+        if len(text) + len(part) > width:
+            break
+        text += part
+    return text
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}

@@ -139,7 +139,9 @@ def test_unknown_model_is_not_retried_and_says_the_name_may_be_wrong(capsys, mak
     assert "name or tag may be wrong" in error["message"]
     assert "https://ollama.com/library/llama3.2/tags" in error["hint"]
     assert pulls(srv) == 1
-    assert "error: llama3.2:99b: not found in the registry" in err
+    # the reason once (the model's progress line), then the fix
+    assert err.count("llama3.2:99b: not found in the registry") == 1, err
+    assert err.index("not found in the registry") < err.index("hint: llama3.2:99b: see")
 
 
 def test_disk_full_is_not_retried_and_says_where_and_how_much(capsys, make_ollama,

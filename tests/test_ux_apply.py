@@ -83,8 +83,6 @@ def test_first_run_keeps_the_whole_step_log(first_run, columns: int, rows: int) 
     assert_marked_lines_kept(run)
 
 
-@open_item("1", "a line printed above the progress area while it redraws (the finished "
-           "download's) sends the area's clear sequence twice: the second erases the log")
 @pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_step_log_survives_a_busy_machine(home: Path, columns: int, rows: int) -> None:
     """The same run with the printing thread preempted at its worst moment (as a loaded
@@ -434,8 +432,6 @@ def test_github_step_summary_has_the_fixes(stopped, home: Path) -> None:
     assert "ollama serve" in summary.read_text(), summary.read_text()
 
 
-@open_item("13", "with FORCE_COLOR set, a redirected stderr gets the live display's cursor "
-           "codes (output.stream_is_terminal treats FORCE_COLOR as a terminal)")
 def test_a_redirected_log_gets_no_cursor_codes(home: Path) -> None:
     with OllamaTestServer(download_rate=2e9, vram=[]) as srv:
         run = run_in_terminal("apply", "-f", manifest(home, SMALL), "--assume", CPU,

@@ -30,7 +30,6 @@ from tests.ux_support import (
     SIZE_IDS,
     home_fixture,  # noqa: F401 (the `home` fixture)
     homes_fixture,  # noqa: F401 (the `homes` fixture)
-    open_item,
     speeds,
     user_env,
 )
@@ -46,7 +45,7 @@ def bar_rows(run: ScreenRun) -> Iterator[tuple[str, str, list[str]]]:
     for _, rows in run.frames:
         for row in rows:
             if m := BAR.match(row):
-                figures = [f for f in m[2].split("  ") if f]
+                figures = [f for f in m[2].rstrip().split("  ") if f]
                 yield m[1], figures[0], figures[1:]
 
 
@@ -87,8 +86,6 @@ def test_pull_shows_moving_bars_that_fit_and_leaves_its_result(first_pull, colum
     assert any(label == "total" for label, _, _ in bar_rows(run)), run.describe()
 
 
-@open_item("1", "the finished model's line, printed while the bars redraw, clears the bars' "
-           "area twice: the second clear erases the lines above (here the shell's)")
 @pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_pull_keeps_the_lines_above_it_on_a_busy_machine(home: Path, columns: int,
                                                          rows: int) -> None:
@@ -100,31 +97,27 @@ def test_pull_keeps_the_lines_above_it_on_a_busy_machine(home: Path, columns: in
     assert_marked_lines_kept(run)
 
 
-@open_item("13", "the outcome is printed twice: the finished bar `✓ llama3.2:1b 100% ...` and "
-           "the summary `✓ llama3.2:1b: pulled (...)`")
 @pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_pull_says_the_outcome_once(first_pull, columns: int, rows: int) -> None:
     run = first_pull(columns, rows)
-    assert len(run.rows_with(MODEL)) == 1, run.describe()
+    # the shell's line above names the model too: the tool's own lines count
+    assert len([row for row in run.output if MODEL in row]) == 1, run.describe()
 
 
 # --- item 13: the bars themselves -----------------------------------------------------------
 
 
-@open_item("13", "the blob's row and the total row show the same bytes at different speeds")
 def test_rows_with_the_same_bytes_show_the_same_speed(first_pull) -> None:
     run = first_pull(120, 40)
     for _, rows in run.frames:
         shown = [m for row in rows if (m := BAR.match(row))]
-        figures = {m[1].strip(): [f for f in m[2].split("  ") if f] for m in shown}
+        figures = {m[1].strip(): [f for f in m[2].rstrip().split("  ") if f] for m in shown}
         blob = [f for label, f in figures.items() if label.startswith("pulling")
                 and f[1:] and figures.get("total", [None])[0] == f[0]]
         for f in blob:
             assert f[1] == figures["total"][1], "\n".join(rows)
 
 
-@open_item("13", "rows for tiny blobs (template, params, config) like `pulling 68027c908162 "
-           "0% 0/484 B`; decision: rows only for blobs of 1 MB or more (the total counts all)")
 def test_tiny_blobs_get_no_rows(home: Path) -> None:
     with OllamaTestServer(download_rate=2e9) as srv:
         # the smallest blob takes half a second (else it may pass between two redraws)
@@ -137,7 +130,6 @@ def test_tiny_blobs_get_no_rows(home: Path) -> None:
     assert not tiny, sorted(tiny)
 
 
-@open_item("13", "nested parentheses: `pulled (1.3 GB in 2s (650.0 MB/s))`")
 def test_pull_summary_has_no_nested_parentheses(home: Path) -> None:
     with OllamaTestServer(download_rate=None) as srv:
         run = run_plain("pull", MODEL, env=user_env(home, srv))
@@ -152,8 +144,6 @@ def test_pull_summary_has_no_nested_parentheses(home: Path) -> None:
 RATE = 300e6
 
 
-@open_item("6", "after a resume the bytes the server already had count as downloaded now: "
-           "13 GB/s shown for a 300 MB/s download, time left 0s")
 def test_resumed_download_shows_the_real_speed(home: Path) -> None:
     with OllamaTestServer(download_rate=RATE) as srv:
         preset_partial(srv, MODEL, 0.75)
@@ -165,7 +155,6 @@ def test_resumed_download_shows_the_real_speed(home: Path) -> None:
     assert max(shown) <= 2 * RATE, f"{max(shown) / 1e6:.0f} MB/s shown\n{run.describe()}"
 
 
-@open_item("6", "the log's progress lines count the resumed bytes as downloaded now")
 def test_resumed_download_logs_the_real_speed(home: Path) -> None:
     with OllamaTestServer(download_rate=RATE) as srv:
         preset_partial(srv, MODEL, 0.75)
@@ -190,7 +179,6 @@ def test_retried_download_shows_the_real_speed(home: Path) -> None:
 # --- item 13: messages ------------------------------------------------------------------------
 
 
-@open_item("13", "a failure is printed twice on the terminal (the ✗ line and `error:`)")
 def test_pull_says_a_failure_once(home: Path) -> None:
     with OllamaTestServer() as srv:
         run = run_in_terminal("pull", "nosuch", env=user_env(home, srv), columns=120, rows=40)
@@ -198,7 +186,6 @@ def test_pull_says_a_failure_once(home: Path) -> None:
     assert len(run.rows_with("not found in the registry")) == 1, run.describe()
 
 
-@open_item("13", "`! llama3.2:1b: interrupted` is printed twice")
 def test_pull_says_interrupted_once(home: Path) -> None:
     with OllamaTestServer(download_rate=RATE) as srv:
         run = run_in_terminal("pull", MODEL, env=user_env(home, srv), columns=120, rows=40,
@@ -208,7 +195,6 @@ def test_pull_says_interrupted_once(home: Path) -> None:
     assert "run the same command again" in run.text
 
 
-@open_item("13", "with a long name the final lines (resumed, pulled) wrap at 100 columns")
 def test_a_long_name_fits_at_100_columns(home: Path) -> None:
     with OllamaTestServer(download_rate=RATE) as srv:
         preset_partial(srv, LONG, 0.5)
@@ -232,8 +218,6 @@ def test_pull_log_has_start_and_end_lines_and_no_escape_codes(home: Path) -> Non
     assert_start_and_end(run, f"pulling {MODEL}", f"{MODEL}: pulled", apart=1.0)
 
 
-@open_item("13", "with FORCE_COLOR set, a redirected stderr gets the live display's cursor "
-           "codes (`\\x1b[?25l` ... `\\x1b[?25h` at the end of the pull)")
 def test_redirected_stderr_gets_no_cursor_codes(home: Path) -> None:
     with OllamaTestServer(download_rate=2e9) as srv:
         run = run_in_terminal("pull", MODEL, env=user_env(home, srv, FORCE_COLOR="1"),

@@ -145,19 +145,12 @@ class TerminalReporter(LiveView):
                 self.step = f"{event.model}: {event.step}" if event.model else event.step
                 self.step_t = self.clock()
         elif isinstance(event, Notice):
-            self._print("[yellow]![/] ", f"{event.model}: {event.text}")
+            self.say("[yellow]![/] ", f"{event.model}: {event.text}")
         elif isinstance(event, ModelFinished):
             self.models.pop(event.model, None)
             self.step = ""
             mark = "[green]✓[/] " if event.ok else "[red]✗[/] "
-            self._print(mark, f"{event.model}: {event.text}" if event.model else event.text)
-
-    def _print(self, prefix: str, text: str) -> None:
-        from rich.text import Text  # tens of ms: only when a terminal is drawn
-
-        line = Text.from_markup(prefix)
-        line.append(text)  # names and server text are never parsed as markup
-        self.console.print(line)
+            self.say(mark, f"{event.model}: {event.text}" if event.model else event.text)
 
     def __rich__(self) -> RenderableType:
         from rich.console import Group  # tens of ms: only when a terminal is drawn

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from provision.errors import EXIT_INTERRUPTED
     from provision.github import Actions
-    from provision.output import Output, stream_is_terminal
+    from provision.output import Output, stream_is_live
 
     manifest = load_manifest(args.file)
     out = Output(json_mode=args.json, quiet=args.quiet)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         ApplyOptions(host=args.host, dry_run=args.dry_run, start=args.start, wait=args.wait,
                      force=args.force, verify=not args.no_verify, assume=tuple(args.assume),
                      codex_version=args.codex_version, codex_home=args.codex_home),
-        log=log, progress_stream=sys.stderr, terminal=stream_is_terminal(sys.stderr),
+        log=log, progress_stream=sys.stderr, terminal=stream_is_live(sys.stderr),
     )
     if result.models_dir:
         actions.set_output("models-dir", result.models_dir)

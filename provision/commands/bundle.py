@@ -143,9 +143,9 @@ def _transfer(args: argparse.Namespace) -> TransferOptions:
 
 def _reporter(out: Output) -> Any:
     from provision.bundle.progress import make_reporter
-    from provision.output import stream_is_terminal
+    from provision.output import stream_is_live
 
-    return make_reporter(quiet=out.quiet, terminal=stream_is_terminal(
+    return make_reporter(quiet=out.quiet, terminal=stream_is_live(
         sys.stderr), stream=sys.stderr)
 
 

@@ -72,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
         run_fleet,
     )
     from provision.fleet.view import make_view, render_plain, render_rich
-    from provision.output import Output, stream_is_terminal
+    from provision.output import Output, stream_is_live
 
     inventory = load_inventory(args.inventory)
     _check_proxies(inventory)
-    interactive = sys.stdin.isatty() and stream_is_terminal(sys.stderr)
+    interactive = sys.stdin.isatty() and stream_is_live(sys.stderr)
     if args.sync and not args.yes and not args.dry_run and not interactive:
         raise UsageError("--sync removes models: add --yes to allow that without a prompt",
                          hint="--sync --dry-run lists what would be removed")
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     count = len(inventory.hosts)
     out.info(f"fleet: {count} host{'s' if count != 1 else ''} from {inventory.source}, "
              f"{concurrency} at once" + (" (dry run)" if args.dry_run else ""))
-    terminal = stream_is_terminal(sys.stderr)
+    terminal = stream_is_live(sys.stderr)
     confirm = _prompt if args.sync and not args.yes and interactive else None
     try:
         result = run_fleet(inventory, options, confirm=confirm,

@@ -15,7 +15,7 @@ from provision.errors import (
     ProvisionError,
     UsageError,
 )
-from provision.output import human_bytes
+from provision.output import human_bytes, stream_is_live
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `--help` and argument errors stay instant.
     from provision.http import Timeouts
     from provision.models.pull import PullOptions
-    from provision.output import stream_is_terminal
     from provision.server import OllamaServer
 
     out, names, address = server_and_models(args)
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return _dry_run(out, server, names, options, about)
         # Progress is a side show: it goes to stderr, the summary (the result) to stdout.
-        terminal = stream_is_terminal(sys.stderr)
+        terminal = stream_is_live(sys.stderr)
         return _pull(out, server, names, options, about, terminal=terminal,
                      stream=sys.stderr, upgrade=args.upgrade and not args.force)
 
@@ -133,11 +132,16 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
         EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_READY)
     if out.json_mode:
         out.emit_result(to_result(outcomes, about, exit_code, drift))
-    else:
-        _render_summary(out, outcomes)
+    elif not (terminal and stream_is_live(out.stdout)):
+        _render_summary(out, outcomes)  # else the live view's lines on this terminal said it
     for outcome in outcomes:
-        if outcome.status == PullStatus.FAILED and outcome.error is not None:
-            out.error(f"{outcome.name.short}: {outcome.error.message}", outcome.error.hint)
+        error = outcome.error
+        if outcome.status != PullStatus.FAILED or error is None:
+            continue
+        if reporter is None:  # quiet: nothing said it yet
+            out.error(f"{outcome.name.short}: {error.message}", error.hint)
+        elif error.hint:  # the reason is on the model's line: now the fix
+            out.info(f"hint: {outcome.name.short}: {error.hint}")
     if interrupted:
         # As Ollama does: a download no client waits for stops, its parts stay on disk.
         out.error("interrupted: the server stopped downloading and keeps what it has",
@@ -179,6 +183,8 @@ def to_result(outcomes: list[PullOutcome], about: dict[str, Any], exit_code: int
 
 
 def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:
+    """The result, one line per model, on stdout: where the progress lines (stderr) are
+    not on the same terminal. A failure's reason is on its progress line: here its kind."""
     from provision.models.progress import outcome_text
     from provision.models.pull import PullStatus
 
@@ -203,7 +209,7 @@ def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:
         if o.status in (PullStatus.PRESENT, PullStatus.INTERRUPTED):
             out.line(f"{o.name.short}: {o.status}")
         elif o.status == PullStatus.FAILED and o.error is not None:
-            out.line(f"{o.name.short}: failed ({o.error.kind}: {o.error.message})")
+            out.line(f"{o.name.short}: failed ({o.error.kind})")
         else:
             out.line(f"{o.name.short}: {o.status} ({outcome_text(o, verb=False)})")
 

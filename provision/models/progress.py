@@ -32,24 +32,22 @@ from provision.models.pull import (
     Retrying,
     StatusChanged,
 )
-from provision.output import human_bytes
+from provision.output import fit, human_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
 SPEED_TAU = 3.0  # seconds: time constant of the speed average (steady, yet follows change)
 BAR_WIDTH = 25
+ROW_MIN_BYTES = 1_000_000  # blobs this big get a row of their own on a terminal
 
 
 class _Blob:
-    __slots__ = ("total", "done", "sample_t", "sample_done", "speed")
+    __slots__ = ("total", "done")
 
-    def __init__(self, total: int, now: float) -> None:
+    def __init__(self, total: int, done: int = 0) -> None:
         self.total = total
-        self.done = 0  # furthest completed byte count seen
-        self.sample_t = now
-        self.sample_done = 0
-        self.speed = 0.0
+        self.done = done  # furthest completed byte count seen
 
 
 class _Model:
@@ -103,10 +101,17 @@ class _Tally:
         blob = model.blobs.get(event.digest)
         total = event.total
         if blob is None:
+            # What the server has of a blob when it first shows up (a partial download
+            # from an earlier run, a blob another model shares) is where it starts: a
+            # baseline, never speed.
+            start = min(max(event.completed, 0), total)
             with self.lock:
-                blob = model.blobs[event.digest] = _Blob(total, self.clock())
+                blob = model.blobs[event.digest] = _Blob(total, start)
             model.seen += total
             model.total = max(model.expected, model.seen)
+            model.done += start
+            model.sample_done += start
+            model.line_done += start
         elif blob.total != total:
             model.seen += total - blob.total
             model.total = max(model.expected, model.seen)
@@ -124,7 +129,6 @@ class _Tally:
         if blob is not None and event.completed < blob.done:
             back = blob.done - event.completed
             blob.done -= back
-            blob.sample_done -= back
             model.done -= back
             model.sample_done -= back
             model.line_done -= back
@@ -147,7 +151,7 @@ def _smooth(old: float, rate: float, dt: float) -> float:
     return old + alpha * (rate - old)
 
 
-def _sample(obj: _Model | _Blob, now: float) -> None:
+def _sample(obj: _Model, now: float) -> None:
     """Fold the bytes since the last sample into the smoothed speed (never negative)."""
     dt = now - obj.sample_t
     if dt < 0.05:
@@ -195,34 +199,48 @@ def _retry_text(event: Retrying) -> str:
             f"{format_duration(event.delay) if event.delay >= 1 else f'{event.delay:.2g}s'}")
 
 
-def _resume_text(event: Resumed) -> str:
+def _resume_text(event: Resumed, width: int = 1 << 16) -> str:
     blob = _short(event.digest)
     if event.completed <= 0:
-        return f"blob {blob} restarted from zero (the server had no partial download)"
+        return fit(width, f"{event.model}: blob {blob} restarted from zero",
+                   " (the server had no partial download)")
     pct = int(event.completed * 100 / event.total) if event.total else 0
-    return (f"resumed at {format_sizes(event.completed, event.total)} ({pct}%) of blob "
-            f"{blob}, not restarted")
+    return fit(width, f"{event.model}: resumed at "
+               f"{format_sizes(event.completed, event.total)} ({pct}%)", f" of blob {blob}",
+               ", not restarted")
 
 
-def outcome_text(outcome: PullOutcome, *, verb: bool = True) -> str:
-    """One line about how a model's pull ended (shared by reporters and the summary)."""
+def _outcome_parts(outcome: PullOutcome) -> tuple[str, list[str]]:
+    """A finished pull in words: what it fetched in how long, then the rest (speed,
+    retries, a resume), most telling first."""
+    core = f"{human_bytes(outcome.size)} in {format_duration(outcome.duration)}"
+    extra = []
+    if outcome.downloaded and outcome.duration > 0:
+        extra.append(f"{human_bytes(outcome.downloaded / outcome.duration)}/s")
+    if outcome.retries:
+        extra.append(f"{outcome.retries} {'retry' if outcome.retries == 1 else 'retries'}")
+    if outcome.resumed:
+        extra.append("resumed a partial download")
+    return core, extra
+
+
+def outcome_text(outcome: PullOutcome, *, verb: bool = True, width: int = 1 << 16) -> str:
+    """One line about how a model's pull ended (shared by reporters and the summary);
+    `width`: the columns it may take (the less telling parts go first)."""
     if outcome.status == PullStatus.PRESENT:
         return "already present"  # `--force` means another thing in `apply`: no hint here
     if outcome.status == PullStatus.INTERRUPTED:
         return "interrupted"  # how to resume is said once, at the end
     if outcome.status == PullStatus.FAILED:
         return outcome.error.message if outcome.error else outcome.status
-    text = f"{human_bytes(outcome.size)} in {format_duration(outcome.duration)}"
-    if verb:
-        verbs = {PullStatus.UPDATED: "updated", PullStatus.UNCHANGED: "pulled again, unchanged"}
-        text = verbs.get(outcome.status, "pulled") + f": {text}"
+    core, extra = _outcome_parts(outcome)
+    if not verb:  # inside the summary's parentheses: no more of them
+        return fit(width, core, *(f", {e}" for e in extra))
+    verbs = {PullStatus.UPDATED: "updated", PullStatus.UNCHANGED: "pulled again, unchanged"}
+    head = verbs.get(outcome.status, "pulled") + f": {core}"
     if outcome.downloaded and outcome.duration > 0:
-        text += f" ({human_bytes(outcome.downloaded / outcome.duration)}/s)"
-    if outcome.retries:
-        text += f", {outcome.retries} {'retry' if outcome.retries == 1 else 'retries'}"
-    if outcome.resumed:
-        text += ", resumed a partial download"
-    return text
+        head, extra = fit(width, head, f" ({extra[0]})"), extra[1:]
+    return fit(width, head, *(f", {e}" for e in extra))
 
 
 def progress_line(name: str, done: int, total: int, speed: float) -> str:
@@ -259,7 +277,7 @@ class PlainReporter(LineLog):
             self._write(f"{event.model}: {_retry_text(event)}")
         elif isinstance(event, Resumed):
             self.tally.resumed(event)
-            self._write(f"{event.model}: {_resume_text(event)}")
+            self._write(_resume_text(event))
         elif isinstance(event, StatusChanged):
             self.tally.get(event.model).status = event.status
         elif isinstance(event, ModelFinished):
@@ -270,8 +288,11 @@ class PlainReporter(LineLog):
         if model.total <= 0:
             return
         decile = model.done * self.steps // model.total
-        if decile <= model.decile and now < model.next_time:
-            # The total grew (a new blob): the byte threshold moved.
+        shown_before = model.decile * 100 // self.steps  # the least percent already shown
+        if (decile <= model.decile and now < model.next_time) \
+                or model.done * 100 // model.total < shown_before:
+            # The total grew (a new blob): the byte threshold moved, and a percent below
+            # one already shown would say the download went back.
             model.next_at = (model.decile + 1) * model.total / self.steps
             return
         dt = now - model.line_t
@@ -308,23 +329,17 @@ class TerminalReporter(LiveView):
             model.status, model.note = event.status, ""
         elif isinstance(event, Retrying):
             self.tally.get(event.model).note = f"retry {event.retry}/{event.retries}"
-            self._print(f"[yellow]![/] {event.model}: ", _retry_text(event))
+            self.say(f"[yellow]![/] {event.model}: ", _retry_text(event))
         elif isinstance(event, Resumed):
             self.tally.resumed(event)
-            self._print(f"[cyan]↻[/] {event.model}: ", _resume_text(event))
+            self.say("[cyan]↻[/] ", _resume_text(event, self.console.width - 2))
         elif isinstance(event, ModelFinished):
             self._finished(event.outcome)
-
-    def _print(self, prefix: str, text: str) -> None:
-        from rich.text import Text  # tens of ms: only when a terminal is drawn
-
-        line = Text.from_markup(prefix)
-        line.append(text)  # server text is never parsed as markup
-        self.console.print(line)
 
     def _finished(self, outcome: PullOutcome) -> None:
         name = outcome.name.short
         model = self.tally.finish(name)
+        room = self.console.width - 2  # the line after its mark ("✓ ")
         if outcome.ok and outcome.status != PullStatus.PRESENT and model is not None \
                 and model.total:
             done = model.total
@@ -332,30 +347,33 @@ class TerminalReporter(LiveView):
             tail = f"  {format_duration(outcome.duration)}"
             if speed:
                 tail += f"  {human_bytes(speed)}/s"
-            # The bar gets what the name and the figures leave of the line ("✓ " first).
-            room = self.console.width - 2 - len(bar_line(name, done, model.total, 0, width=0,
-                                                         finished=True) + tail)
-            if room >= 8:
-                line = bar_line(name, done, model.total, 0, width=min(BAR_WIDTH, room),
+            # The bar gets what the name and the figures leave of the line.
+            bar = room - len(bar_line(name, done, model.total, 0, width=0, finished=True)
+                             + tail)
+            if bar >= 8:
+                line = bar_line(name, done, model.total, 0, width=min(BAR_WIDTH, bar),
                                 finished=True) + tail
             else:  # a long name: no bar, the line must not wrap
-                line = f"{name}: {outcome_text(outcome)}"
-            self._print("[green]✓[/] ", line)
+                line = f"{name}: {outcome_text(outcome, width=room - len(name) - 2)}"
+            self.say("[green]✓[/] ", line)
         elif outcome.ok:
-            self._print("[green]✓[/] ", f"{name}: {outcome_text(outcome)}")
+            self.say("[green]✓[/] ", f"{name}: {outcome_text(outcome)}")
         elif outcome.status == PullStatus.INTERRUPTED:
-            self._print("[yellow]![/] ", f"{name}: {outcome_text(outcome)}")
+            self.say("[yellow]![/] ", f"{name}: {outcome_text(outcome)}")
         else:
-            self._print("[red]✗[/] ", f"{name}: {outcome_text(outcome)}")
+            self.say("[red]✗[/] ", f"{name}: {outcome_text(outcome)}")
 
     def __rich__(self) -> RenderableType:
-        """One frame, built when rich refreshes (not per event)."""
+        """One frame, built when the view redraws (not per event): a row per blob of
+        1 MB or more (the small ones, template and parameters, pass too fast to read)
+        and the model's total, which alone shows the speed and the time left."""
         from rich.console import Group  # tens of ms: only when a terminal is drawn
         from rich.text import Text  # tens of ms: only when a terminal is drawn
 
         now = self.clock()
-        # Room for the bar once label, sizes, speed and ETA (about 62 columns) are drawn.
-        width = max(8, min(BAR_WIDTH, self.console.width - 62))
+        label = 22  # "  pulling 02c22f0b3928", "  total" padded alike
+        # Room for the bar once the label and the figures (46 columns at most) are drawn.
+        width = max(8, min(BAR_WIDTH, self.console.width - label - 47))
         lines: list[Text] = []
         for model, blobs in self.tally.snapshot():
             _sample(model, now)
@@ -364,14 +382,16 @@ class TerminalReporter(LiveView):
             head.append(f"  {model.note or ('downloading' if downloading else model.status)}",
                         style="dim")
             lines.append(head)
+            total_row = len(blobs) > 1 or bool(model.expected)
             for digest, blob in blobs:
-                if blob.done < blob.total:
-                    _sample(blob, now)
-                lines.append(Text(bar_line(f"  pulling {_short(digest)}", blob.done,
-                                           blob.total, blob.speed, width=width)))
-            if len(blobs) > 1 or model.expected:
-                lines.append(Text(bar_line(f"  {'total':<20}", model.done, model.total,
-                                           model.speed, width=width), style="bold"))
+                if blob.total >= ROW_MIN_BYTES:
+                    lines.append(Text(bar_line(f"  pulling {_short(digest)}", blob.done,
+                                               blob.total, 0 if total_row else model.speed,
+                                               width=width)))
+            if total_row:
+                lines.append(Text(bar_line(f"  {'total':<{label - 3}}", model.done,
+                                           model.total, model.speed, width=width),
+                                  style="bold"))
         return Group(*lines)
 
 

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # A progress line is ~150 bytes; a longer one is not Ollama's (the stream itself has no
 # total budget: a pull is long, and only its lines are held in memory).
 LINE_LIMIT = 1 << 20
+# Faster than any link a pull runs over (16 Gbit/s): bytes of a blob at the start of a
+# first attempt beyond what this rate brings in the time since the request was sent were
+# on the server's disk before (a partial download of an earlier run, resumed).
+FASTEST_LINK = 2e9
 
 
 @dataclass
@@ -96,13 +100,14 @@ class Attempt:
         watch = Watch()
         watch.expected_bytes = run.size
         self.watchdog.add(watch)
+        began = time.monotonic()
         try:
             with self.server.pull_stream(run.name, insecure=self.insecure,
                                          connect_timeout=self.connect_timeout,
                                          trace=watch.trace) as response:
                 if response.status_code != 200:
                     return self._http_error(run, response)
-                return self._read(run, response, watch)
+                return self._read(run, response, watch, began)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             if watch.cancelled:
                 return cancelled()
@@ -138,7 +143,8 @@ class Attempt:
         return classify_server_error(text, run.name, http_status=response.status_code,
                                      remaining=run.remaining)
 
-    def _read(self, run: ModelRun, response: httpx.Response, watch: Watch) -> PullError | None:
+    def _read(self, run: ModelRun, response: httpx.Response, watch: Watch,
+              began: float) -> PullError | None:
         """The hot loop: a fast server sends thousands of lines a second, so per line it
         only parses and compares; progress is reported once per network chunk (the last
         numbers of each blob in it), which is all a display redrawn 10 times a second uses.
@@ -192,10 +198,17 @@ class Attempt:
                         continue
                     if resuming and completed < total:
                         # The first incomplete blob of an attempt tells where the server
-                        # continued: from its partial file (after a retry, or a Ctrl-C in
-                        # an earlier run), or from zero although we saw it get further.
+                        # continued: after a retry, from its partial file or from zero
+                        # although we saw it get further; on a first attempt, from a
+                        # partial file of an earlier run only when more is there than
+                        # could have arrived since the request (a real server's first
+                        # line comes after its first 60 ms of downloading).
                         resuming = False
-                        if completed > 0 or last.get(digest, 0) > 0:
+                        if run.retries:
+                            known = completed > 0 or last.get(digest, 0) > 0
+                        else:
+                            known = completed > FASTEST_LINK * (now - began)
+                        if known:
                             run.resumed = run.resumed or completed > 0
                             handle(Resumed(model, digest, completed, total))
                     lines_seen[digest] = lines_seen.get(digest, 0) + 1
