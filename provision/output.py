@@ -121,6 +121,16 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def short_path(path: str | os.PathLike[str]) -> str:
+    """A path as a person reads it: the home folder as `~` (a line with a full home path
+    in it rarely fits 80 columns)."""
+    text = str(path)
+    home = os.path.expanduser("~").rstrip(os.sep)
+    if home and (text == home or text.startswith(home + os.sep)):
+        return "~" + text[len(home):]
+    return text
+
+
 def fit(width: int, head: str, *more: str) -> str:
     """`head`, then as many of `more` (in order, each with its own separator) as fit in
     `width` columns: a line that says less rather than one the terminal must wrap."""

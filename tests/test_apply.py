@@ -164,9 +164,17 @@ def test_require_gpu_refuses_a_cpu_only_machine(env, capsys, tmp_path) -> None:
         file = manifest(tmp_path, SMALL + "\n[hardware]\nrequire_gpu = true\n")
         code, doc, _ = apply(capsys, "-f", file, "--assume", "ram=32G,gpu=none")
         assert code == 1
-        assert "requires gpu" in doc["models"][0]["error"]
-        code, doc, _ = apply(capsys, "-f", file, "--assume", "ram=32G,gpu=none", "--force")
+        assert "the hardware requirement is gpu" in doc["models"][0]["error"]
+        code, doc, err = apply(capsys, "-f", file, "--assume", "ram=32G,gpu=none",
+                               "--ignore-hardware")
         assert code == 0 and doc["models"][0]["status"] == "changed"
+        assert "warning" not in err
+        # the old name still works (users' scripts), with one line saying the new one
+        code, doc, err = apply(capsys, "-f", file, "--assume", "ram=32G,gpu=none", "--force")
+        assert code == 0
+        assert [line for line in err.splitlines() if "warning" in line] == [
+            "warning: apply --force is now --ignore-hardware (--force goes away in a later "
+            "release)"]
     finally:
         srv.stop()
 
@@ -361,7 +369,8 @@ def test_dry_run_of_a_model_that_cannot_run_is_not_ready(env, capsys, tmp_path) 
         code, doc, _ = apply(capsys, "-f", file, "--dry-run", "--assume", "ram=16G,gpu=none")
         assert code == 1 and doc["ready"] is False
         assert doc["changed"] is True  # llama3.2:1b would still be pulled
-        assert step(doc, "plan")["status"] == "changed"
+        # the plan step itself changes nothing, as in a real run (issue 13)
+        assert step(doc, "plan")["status"] == "ok"
     finally:
         srv.stop()
 
@@ -372,7 +381,7 @@ def test_dry_run_says_what_would_change(env, capsys, tmp_path) -> None:
         code = main(["apply", "-f", manifest(tmp_path, SMALL), "--dry-run", "--assume", "ram=16G"])
         out = capsys.readouterr().out
         assert code == 0
-        assert "would change: plan, configure" in out
+        assert "would change: pull, configure" in out
     finally:
         srv.stop()
 

@@ -40,7 +40,6 @@ from tests.ux_support import (
     homes_fixture,  # noqa: F401 (the `homes` fixture)
     installed_here,
     manifest,
-    open_item,
     stopped_ollama,
     user_env,
 )
@@ -100,15 +99,12 @@ def test_step_log_survives_a_busy_machine(home: Path, columns: int, rows: int) -
 
 
 @pytest.mark.parametrize(("columns", "rows"), [
-    pytest.param(80, 24, marks=open_item("13", "the configure line (a path and `use:`) is "
-                                         "wider than 80 columns")),
+    (80, 24),
     (120, 40)], ids=SIZE_IDS)
 def test_first_run_fits_the_terminal(first_run, columns: int, rows: int) -> None:
     assert_fits(first_run(columns, rows))
 
 
-@open_item("13", "every step's summary is printed twice: at the end of the step, and again "
-           "in the table of steps at the end")
 @pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_first_run_says_each_step_result_once(first_run, columns: int, rows: int) -> None:
     run = first_run(columns, rows)
@@ -131,14 +127,12 @@ def stopped(homes: Callable[[], Path]) -> dict[str, str]:
     return user_env(home, f"127.0.0.1:{free_port()}", PATH=stopped_ollama(home))
 
 
-@open_item("2", "waiting for the server shows one still line, no movement")
 def test_waiting_for_a_stopped_server_moves(stopped, home: Path) -> None:
     run = run_in_terminal("apply", "-f", manifest(home, SMALL), "--wait", "3", env=stopped)
     assert run.code == 3, run.describe()
     assert_moves(run, start="waiting", end="fix:")
 
 
-@open_item("2", "the fix for a stopped server never mentions `apply --start`")
 def test_waiting_for_a_stopped_server_mentions_start(stopped, home: Path) -> None:
     run = run_plain("apply", "-f", manifest(home, SMALL), "--wait", "0", env=stopped)
     assert run.code == 3
@@ -158,9 +152,6 @@ def nothing_installed(home: Path) -> dict[str, str]:
     return user_env(home, f"127.0.0.1:{free_port()}")
 
 
-@open_item("2", "decision: the built-in default waits 30 s when Ollama is not installed; a new "
-           "user should get the install steps at once (wait through `not installed` only when "
-           "asked: --wait, or `wait` in the user's manifest)")
 def test_nothing_installed_gets_the_install_steps_at_once(nothing_installed) -> None:
     # Stopped as soon as it starts waiting: the test costs no 30 s today.
     run = run_in_terminal("apply", "--assume", CPU, env=nothing_installed, timeout=20,
@@ -216,7 +207,6 @@ VERIFY_ONLY = SMALL + "\n[codex]\nenabled = false\n"
 VERIFIED = re.compile(r"^    ok: llama3\.2:1b: .*tok/s")
 
 
-@open_item("3", "nothing moves on the screen while verify loads a model")
 def test_verify_moves_while_a_model_loads(slow_load, home: Path) -> None:
     run = run_in_terminal("apply", "-f", manifest(home, VERIFY_ONLY), "--assume", CPU,
                           env=user_env(home, slow_load))
@@ -224,7 +214,6 @@ def test_verify_moves_while_a_model_loads(slow_load, home: Path) -> None:
     assert_moves(run, start="==> verify:", end=VERIFIED)
 
 
-@open_item("3", "a CI log says nothing about the model being loaded until it has loaded")
 def test_verify_logs_each_model_before_it_loads(slow_load, home: Path) -> None:
     run = run_plain("apply", "-f", manifest(home, VERIFY_ONLY), "--assume", CPU,
                     env=user_env(home, slow_load))
@@ -243,16 +232,12 @@ def coders() -> Iterator[OllamaTestServer]:
         yield srv
 
 
-@open_item("5", "on a 2-core CPU the default chooses qwen2.5-coder:14b (3.2-5.0 tok/s) over "
-           "the 7b (6.3-9.7); decision: `choose` takes the best candidate whose estimate's low "
-           "end reaches min_tokens_per_second, 5 by default (interactive coding)")
 def test_default_chooses_the_best_model_fast_enough_to_use(coders, home: Path) -> None:
     run = run_plain("apply", "--dry-run", "--assume", SLOW_CPU, env=user_env(home, coders))
     assert run.code == 0, run.describe()
     assert "pull qwen2.5-coder:7b (" in run.err, run.describe()
 
 
-@open_item("5", "the chose line shows each candidate's verdict but no speed")
 def test_chose_line_shows_each_candidates_speed(coders, home: Path) -> None:
     run = run_plain("apply", "--dry-run", "--assume", SLOW_CPU, env=user_env(home, coders))
     (chose,) = [line for line in run.lines if "chose " in line]
@@ -260,8 +245,6 @@ def test_chose_line_shows_each_candidates_speed(coders, home: Path) -> None:
         assert re.search(re.escape(name) + r"\b[^,]*\d+(\.\d+)?-\d+(\.\d+)? tok/s", chose), chose
 
 
-@open_item("5", "decision: a `choose` entry's minimum speed is configurable "
-           "(min_tokens_per_second; 0: no minimum); today an unknown key")
 @pytest.mark.parametrize("minimum", ["2", "0"])
 def test_minimum_speed_of_a_choice_is_configurable(coders, home: Path,
                                                    minimum: str) -> None:
@@ -273,7 +256,6 @@ def test_minimum_speed_of_a_choice_is_configurable(coders, home: Path,
     assert "pull qwen2.5-coder:14b (" in run.err, run.describe()
 
 
-@open_item("5", "the chose line, listing every candidate, is wider than the terminal")
 @pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_chose_line_fits(coders, home: Path, columns: int, rows: int) -> None:
     run = run_in_terminal("apply", "--dry-run", "--assume", SLOW_CPU,
@@ -295,8 +277,6 @@ def no_registry(homes: Callable[[], Path]) -> PlainRun:
         return run_plain("apply", "-f", manifest(home, SMALL), "--assume", CPU, env=env)
 
 
-@open_item("8", "`hardware ok` without saying that the estimate is rough (the registry could "
-           "not be read)")
 def test_offline_hardware_says_its_estimate_is_rough(no_registry) -> None:
     lines = no_registry.lines
     start = lines.index("==> hardware: can this machine run the models?")
@@ -304,13 +284,11 @@ def test_offline_hardware_says_its_estimate_is_rough(no_registry) -> None:
     assert "rough" in " ".join(lines[start:end + 1]), no_registry.describe()
 
 
-@open_item("8", "`size unknown` beside `1 to pull (0 B)`")
 def test_offline_plan_does_not_claim_a_size(no_registry) -> None:
     assert "size unknown" in no_registry.err
     assert "(0 B)" not in no_registry.err, no_registry.describe()
 
 
-@open_item("8", "the failed pull step says `failed: nothing to download`")
 def test_offline_pull_failure_says_why(no_registry) -> None:
     failed = [x for x in no_registry.lines if x.startswith("    failed:")]
     assert failed, no_registry.describe()
@@ -318,7 +296,6 @@ def test_offline_pull_failure_says_why(no_registry) -> None:
         no_registry.describe()
 
 
-@open_item("8", "after the failed pull, verify says `ok: nothing to verify`")
 def test_offline_verify_is_not_ok(no_registry) -> None:
     assert no_registry.code == 1
     assert "ok: nothing to verify" not in no_registry.err, no_registry.describe()
@@ -327,8 +304,6 @@ def test_offline_verify_is_not_ok(no_registry) -> None:
 # --- item 12: apply's flags mean what they mean elsewhere -------------------------------------
 
 
-@open_item("12", "decision: apply's --force (ignore the hardware refusal) becomes "
-           "--ignore-hardware; --force means `pull again` in pull")
 def test_apply_ignore_hardware(coders, home: Path) -> None:
     big = manifest(home, '[[models]]\nname = "qwen2.5-coder:32b"\n')
     refused = run_plain("apply", "--dry-run", "-f", big, "--assume", "ram=8G,gpu=none",
@@ -340,9 +315,6 @@ def test_apply_ignore_hardware(coders, home: Path) -> None:
     assert "pull qwen2.5-coder:32b (" in run.err
 
 
-@open_item("12", "decision: one word for the hardware requirement: the manifest's "
-       '`[hardware] require = "gpu"|"partial"|"cpu"` and `apply --require`, as '
-           "`hardware --require` (require_gpu/allow_cpu stay readable)")
 @pytest.mark.parametrize("how", ["manifest", "flag"])
 def test_apply_require_gpu(coders, home: Path, how: str) -> None:
     text = SMALL + ('\n[hardware]\nrequire = "gpu"\n' if how == "manifest" else "")
@@ -353,8 +325,6 @@ def test_apply_require_gpu(coders, home: Path, how: str) -> None:
     assert "gpu" in run.err.lower()
 
 
-@open_item("12", "apply cannot override [pull] from the command line: --retries, --parallel, "
-           "--stall-timeout, --insecure (as pull takes them)")
 def test_apply_takes_the_pull_settings_from_the_command_line(home: Path) -> None:
     with OllamaTestServer(download_rate=2e9, vram=[]) as srv:
         srv.faults.append(Fault("drop", after_bytes=300_000_000))
@@ -368,7 +338,6 @@ def test_apply_takes_the_pull_settings_from_the_command_line(home: Path) -> None
 # --- item 13: polish ---------------------------------------------------------------------------
 
 
-@open_item("13", "a failure is printed several times (the step's line, `error:`, the table)")
 def test_apply_says_a_failure_once(home: Path) -> None:
     with OllamaTestServer(vram=[]) as srv:
         run = run_in_terminal("apply", "-f", manifest(home, '[[models]]\nname = "nosuch"\n'),
@@ -379,7 +348,6 @@ def test_apply_says_a_failure_once(home: Path) -> None:
     assert len(said) == 1, run.describe()
 
 
-@open_item("13", "the `fix:` lines come before the reason")
 def test_apply_gives_the_reason_before_the_fix(stopped, home: Path) -> None:
     run = run_plain("apply", "-f", manifest(home, SMALL), "--wait", "0", env=stopped)
     reason = next(i for i, line in enumerate(run.lines) if "not running" in line)
@@ -387,7 +355,6 @@ def test_apply_gives_the_reason_before_the_fix(stopped, home: Path) -> None:
     assert reason < fix, run.describe()
 
 
-@open_item("13", "apply --dry-run marks the plan step `changed` where a real run says `ok`")
 def test_dry_run_and_real_run_agree_on_the_plan_step(home: Path) -> None:
     with OllamaTestServer(download_rate=None, vram=[]) as srv:
         env = user_env(home, srv)
@@ -413,7 +380,6 @@ def test_interrupted_apply_says_how_to_resume(home: Path) -> None:
     assert "run the same command again" in run.text, run.describe()
 
 
-@open_item("13", "`interrupted: run the same command again...` is printed three times")
 def test_interrupted_apply_says_it_once(home: Path) -> None:
     with OllamaTestServer(download_rate=300e6, vram=[]) as srv:
         run = run_in_terminal("apply", "-f", manifest(home, SMALL), "--assume", CPU,
@@ -423,7 +389,6 @@ def test_interrupted_apply_says_it_once(home: Path) -> None:
     assert len(run.rows_with("run the same command again")) == 1, run.describe()
 
 
-@open_item("13", "a failure's GitHub step summary leaves out the fixes")
 def test_github_step_summary_has_the_fixes(stopped, home: Path) -> None:
     summary = home / "summary.md"
     env = {**stopped, "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}

@@ -1,38 +1,118 @@
-"""How `apply` announces its steps on stderr: a line per step start and end (or a
-GitHub Actions group, with failures as `::error::` annotations); silent when quiet."""
+"""How `apply` announces its steps on stderr: a line when a step starts and one when it
+ends (the reason first, then the fixes), or a GitHub Actions group with failures as
+`::error::` annotations; with `--quiet` only a failed step's reason and fixes.
+
+On a terminal the lines are wrapped at its width under their own indent, and a slow
+wait within a step (`activity`) shows a live line meanwhile; in a log it gets a start
+line and, while it lasts, a line about every `LOG_EVERY` seconds.
+"""
 
 from __future__ import annotations
 
-from typing import IO
+import contextlib
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Callable
 
-from provision.apply.result import StepResult
+from provision.apply.result import StepResult, StepStatus
 from provision.github import Actions
+from provision.live import Activity
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+LOG_EVERY = 10.0  # seconds between a slow wait's lines in a log
 
 
 class StepLog:
-    def __init__(self, stream: IO[str], *, quiet: bool, actions: Actions) -> None:
+    def __init__(self, stream: IO[str], *, quiet: bool, actions: Actions,
+                 terminal: bool = False) -> None:
         self.stream = stream
         self.quiet = quiet
         self.actions = actions
+        self.terminal = terminal
+        self._console: Console | None = None
+
+    @property
+    def width(self) -> int | None:
+        """The terminal's columns (None: a log, whose lines are never wrapped)."""
+        if not self.terminal:
+            return None
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            return 80
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console  # tens of ms: only when a terminal is drawn
+
+            self._console = Console(file=self.stream, force_terminal=True, highlight=False)
+        return self._console
+
+    def _print(self, text: str, indent: str = "") -> None:
+        width = self.width
+        if width is not None and len(text) > width:
+            text = "\n".join(textwrap.wrap(text, width, subsequent_indent=indent + "  ",
+                                           break_long_words=False, break_on_hyphens=False))
+        print(text, file=self.stream, flush=True)
 
     def begin(self, name: str, title: str) -> None:
         if self.actions.enabled:
-            print(f"::group::{name}: {title}", file=self.stream, flush=True)
+            self._print(f"::group::{name}: {title}")
         elif not self.quiet:
-            print(f"==> {name}: {title}", file=self.stream, flush=True)
+            self._print(f"==> {name}: {title}")
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            print(f"    {text}", file=self.stream, flush=True)
+            self._print(f"    {text}", "    ")
 
     def end(self, result: StepResult) -> None:
+        failed = result.status == StepStatus.FAILED
         if not self.quiet:
-            print(f"    {result.status}: {result.summary} ({result.duration:.1f} s)",
-                  file=self.stream, flush=True)
+            self._print(f"    {result.status}: {result.summary} ({result.duration:.1f} s)",
+                        "    ")
             for error in result.errors:
                 if error not in result.summary:  # the reason, when the summary lacks it
-                    print(f"    error: {error}", file=self.stream, flush=True)
+                    self._print(f"    error: {error}", "    ")
+            for fix in result.fixes:
+                self._print(f"    fix: {fix}", "    ")
+        elif failed:  # quiet: errors only, still the reason before the fix
+            for error in result.errors or (result.summary,):
+                self._print(f"error: {result.name}: {error}")
+            for fix in result.fixes:
+                self._print(f"  fix: {fix}", "  ")
         for error in result.errors:
             self.actions.error(error, title=f"ollama-provision {result.name}")
         if self.actions.enabled:
-            print("::endgroup::", file=self.stream, flush=True)
+            self._print("::endgroup::")
+
+    @contextlib.contextmanager
+    def activity(self, text: str) -> Iterator[Callable[[str], None]]:
+        """Something slow within a step that shows no progress of its own: on a terminal a
+        live line (spinner, `text`, seconds) until it ends; in a log `text` at once, then
+        what `update` says about every LOG_EVERY seconds. The caller logs how it ended."""
+        if self.quiet:
+            yield _ignore
+            return
+        if not self.terminal:
+            self.info(text)
+            last = [time.monotonic()]
+
+            def update(now_text: str) -> None:
+                if time.monotonic() - last[0] >= LOG_EVERY:
+                    last[0] = time.monotonic()
+                    self.info(now_text)
+
+            yield update
+            return
+        shown = Activity(self.console, text, indent="    ")
+        with shown:
+            yield shown.update
+
+
+def _ignore(text: str) -> None:
+    pass

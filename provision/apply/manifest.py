@@ -53,6 +53,9 @@ BUILTIN_DEFAULT = "default.toml"  # shipped in provision/data/, same text as con
 class ServerSpec:
     host: str | None = None  # None: --host, else $OLLAMA_HOST, else the default
     wait: float = 30.0  # seconds to wait for a server that is starting
+    # `wait` written in the user's own manifest: then apply waits also for a server that
+    # is not installed here (one in a container); the built-in default's does not count
+    wait_asked: bool = False
     start: bool = False  # start `ollama serve` when installed but not running
     connect_timeout: float = 3.0
     read_timeout: float = 30.0
@@ -118,6 +121,8 @@ def parse_manifest(text: str, source: str) -> ApplyManifest:
         name: cls(**fields(source, name, data[name], schema))
         for name, (cls, schema) in _SECTIONS.items() if name in data
     }
+    if "server" in sections and "wait" in data["server"]:
+        sections["server"] = replace(sections["server"], wait_asked=True)
     if "clients" in data:
         sections["codex"], sections["clients"] = _clients(source, data["clients"],
                                                           sections.get("codex"),
@@ -210,7 +215,8 @@ def load_manifest(path: str | None) -> ApplyManifest:
     """Read `-f FILE`, or the built-in default when no file is given."""
     if path is None:
         text = files("provision").joinpath("data", BUILTIN_DEFAULT).read_text(encoding="utf-8")
-        return parse_manifest(text, f"built-in {BUILTIN_DEFAULT}")
+        builtin = parse_manifest(text, f"built-in {BUILTIN_DEFAULT}")
+        return replace(builtin, server=replace(builtin.server, wait_asked=False))
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write, is fine

@@ -31,6 +31,7 @@ class StepResult:
     duration: float
     data: dict[str, Any] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()  # what to do about the errors, most likely first
 
     @property
     def changed(self) -> bool:
@@ -68,7 +69,15 @@ class ApplyResult:
     exit_code: int
     dry_run: bool
     models_dir: str | None = None
+    would_pull: bool = False  # a dry run: the plan found models to pull or create
 
     @property
     def changed(self) -> bool:
-        return any(s.changed for s in self.steps)
+        """Something changed (a dry run: would change)."""
+        return self.would_pull or any(s.changed for s in self.steps)
+
+    @property
+    def changed_steps(self) -> list[str]:
+        """The steps that changed something (a dry run: would change)."""
+        return (["pull"] if self.would_pull else []) + [s.name for s in self.steps
+                                                         if s.changed]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from provision.apply.log import StepLog
 from provision.apply.manifest import ApplyManifest, ClientsSpec
@@ -41,7 +41,16 @@ from provision.errors import (
     ProvisionError,
     UsageError,
 )
-from provision.hardware import GateDecision, Machine, Verdict, gate, parse_assume, probe_machine
+from provision.hardware import (
+    DEFAULT_MIN_TOKENS_PER_SECOND,
+    GateDecision,
+    Machine,
+    Verdict,
+    gate,
+    parse_assume,
+    probe_machine,
+    speed_range,
+)
 from provision.http import Timeouts
 from provision.models import (
     RegistryClient,
@@ -52,9 +61,9 @@ from provision.models import (
     pull_names,
 )
 from provision.models.progress import make_reporter
-from provision.models.pull import PullInterrupted, PullOptions, PullOutcome
+from provision.models.pull import PullInterrupted, PullOptions, PullOutcome, PullStatus
 from provision.names import ModelName, parse_name
-from provision.output import human_bytes
+from provision.output import human_bytes, short_path
 from provision.server import (
     WORTH_WAITING,
     DiagnosisKind,
@@ -69,7 +78,20 @@ OK, CHANGED, FAILED, SKIPPED = (StepStatus.OK, StepStatus.CHANGED, StepStatus.FA
                                 StepStatus.SKIPPED)
 INTERRUPTED_TEXT = ("interrupted: run the same command again to resume (the server keeps "
                     "what was downloaded)")
-StepBody = Callable[[], "tuple[StepStatus, str, dict[str, Any], list[str]]"]
+
+
+class Done(NamedTuple):
+    """How a step's body ended: its status, a summary, its data, the errors (reasons)
+    and what to do about them."""
+
+    status: StepStatus
+    summary: str
+    data: dict[str, Any]
+    errors: list[str]
+    fixes: tuple[str, ...] = ()
+
+
+StepBody = Callable[[], "tuple[StepStatus, str, dict[str, Any], list[str]] | Done"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +100,9 @@ class ApplyOptions:
     dry_run: bool = False
     start: bool = False  # also start `ollama serve` when installed but not running
     wait: float | None = None  # None: the manifest's [server].wait
-    force: bool = False  # pull and use models the hardware gate refuses
+    ignore_hardware: bool = False  # pull and use models the hardware gate refuses
+    require: str | None = None  # --require; None: the manifest's [hardware]
+    pull: dict[str, Any] | None = None  # [pull] keys given on the command line
     verify: bool = True
     assume: tuple[str, ...] = ()  # judge this described machine instead of probing
     codex_version: str | None = None
@@ -102,6 +126,7 @@ class _Run:
         self.decisions: list[GateDecision] = []
         self.version: str | None = None
         self.models_dir: str | None = None
+        self.would_pull = False  # the plan found models to pull or create
         self.usage_error = False
         # Input errors are found here, before any step runs (exit 2, nothing done):
         # --host, else the manifest's [server].host, else OLLAMA_HOST, else the default.
@@ -110,8 +135,9 @@ class _Run:
         self.server = OllamaServer(
             self.address, environ=self.env,
             timeouts=Timeouts.for_server(spec.connect_timeout, spec.read_timeout))
+        self.pull_spec = replace(manifest.pull, **(options.pull or {}))
         self.on_server = ServerSteps(
-            self.server, manifest.pull, manifest.verify,
+            self.server, self.pull_spec, manifest.verify,
             backoff_base=PullOptions.backoff_from_env(self.env),
             connect_timeout=spec.connect_timeout)
         self.assumption = parse_assume(list(options.assume)) if options.assume else None
@@ -128,10 +154,11 @@ class _Run:
         self.log.begin(name, title)
         started = time.monotonic()
         try:
-            status, summary, data, errors = body()
+            status, summary, data, errors, fixes = Done(*body())
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: record where it stopped
-            self.steps.append(StepResult(name, FAILED, INTERRUPTED_TEXT,
-                                         time.monotonic() - started, {}, (INTERRUPTED_TEXT,)))
+            # How to go on is said once, at the end of the run.
+            self.steps.append(StepResult(name, FAILED, "interrupted",
+                                         time.monotonic() - started, {}, ("interrupted",)))
             self.log.end(self.steps[-1])
             raise
         except ProvisionError as exc:
@@ -139,8 +166,9 @@ class _Run:
             # ends with the input-error exit code.
             self.usage_error |= isinstance(exc, UsageError)
             status, summary, data, errors = FAILED, exc.message, {}, [exc.message]
+            fixes = (exc.hint,) if exc.hint else ()
         result = StepResult(name, status, summary, time.monotonic() - started, data,
-                            tuple(errors))
+                            tuple(errors), tuple(fixes))
         self.steps.append(result)
         self.log.end(result)
         return result
@@ -154,57 +182,74 @@ class _Run:
 
     # --- 1. check ------------------------------------------------------------------------
     def check(self) -> StepResult:
-        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+        def body() -> Done:
+            asked = self.options.wait is not None or self.manifest.server.wait_asked
             wait = self.manifest.server.wait if self.options.wait is None else self.options.wait
+            start = self.options.start or self.manifest.server.start
+            url = self.address.url
             for note in self.address.notes:
                 self.log.info(note)
             deadline = self.server.timeouts.total
             facts = self.server.probe(seconds=deadline)
             started = None
             kind = facts.diagnosis.kind if facts.diagnosis else None
-            if kind == DiagnosisKind.NOT_RUNNING and not self.options.dry_run and \
-                    (self.options.start or self.manifest.server.start):
-                self.log.info("Ollama is installed but not running: starting `ollama serve`")
-                started = start_server(self.server, detect_install(environ=self.env),
-                                       wait=max(wait, 10.0))
+            # Told to wait (--wait, or `wait` in the user's manifest), also for a server
+            # that is not installed here: one in a container that is still starting.
+            waits_for = WORTH_WAITING + ((DiagnosisKind.NOT_INSTALLED,) if asked else ())
+            if kind == DiagnosisKind.NOT_RUNNING and not self.options.dry_run and start:
+                with self.log.activity(f"Ollama is installed but not running: starting "
+                                       f"`ollama serve` at {url}"):
+                    started = start_server(self.server, detect_install(environ=self.env),
+                                           wait=max(wait, 10.0))
                 facts = started.facts
-                self.log.info(f"started (pid {started.pid}); its log: {started.log_path}")
-            elif kind in WORTH_WAITING and wait > 0:
-                self.log.info(f"waiting up to {wait:g} s for Ollama at {self.address.url}")
-                facts = self.server.wait_until_up(wait, probe_seconds=deadline)
+                self.log.info(f"started (pid {started.pid}); its log: "
+                              f"{short_path(started.log_path)}")
+            elif kind in waits_for and wait > 0:
+                why = " (installed, not running: --start starts it)" \
+                    if kind == DiagnosisKind.NOT_RUNNING and not start else ""
+                self.log.info(f"waiting up to {wait:g} s for Ollama at {url}{why}")
+                with self.log.activity(f"waiting for Ollama at {url}") as update:
+                    facts = self.server.wait_until_up(
+                        wait, probe_seconds=deadline,
+                        on_retry=lambda _, left: update(
+                            f"still waiting for Ollama at {url} ({left:.0f} s left)"))
             if facts.diagnosis is not None:
                 diagnosis = facts.diagnosis
-                for fix in diagnosis.fixes:
-                    self.log.info(f"fix: {fix}")
-                fixes = "; ".join(diagnosis.fixes[:2])
-                return FAILED, diagnosis.message, {
-                    "diagnosis": diagnosis.to_json()}, [
-                    f"{diagnosis.message}" + (f" (fix: {fixes})" if fixes else "")]
+                fixes = diagnosis.fixes
+                if diagnosis.kind == DiagnosisKind.NOT_RUNNING and not start:
+                    fixes = ("add --start: apply starts `ollama serve` itself (or [server] "
+                             "start = true in the manifest)", *fixes)
+                return Done(FAILED, diagnosis.message, {"diagnosis": diagnosis.to_json()},
+                            [diagnosis.message], fixes)
             self.version = facts.version
-            data: dict[str, Any] = {"url": self.address.url, "version": facts.version}
+            data: dict[str, Any] = {"url": url, "version": facts.version}
             if started:
                 data["started"] = {"pid": started.pid, "log": str(started.log_path)}
-                return CHANGED, f"started Ollama {facts.version} at {self.address.url}", data, []
-            return OK, f"Ollama {facts.version or '?'} at {self.address.url}", data, []
+                return Done(CHANGED, f"started Ollama {facts.version} at {url}", data, [])
+            return Done(OK, f"Ollama {facts.version or '?'} at {url}", data, [])
 
         return self._step("check", f"Ollama server at {self.address.url}", body)
 
     # --- 2. hardware ---------------------------------------------------------------------
     def hardware(self) -> StepResult:
-        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+        def body() -> Done:
             machine, version = self._machine()
-            with RegistryClient(insecure=self.manifest.pull.insecure,
+            with RegistryClient(insecure=self.pull_spec.insecure,
                                 environ=self.env) as registry:
                 self.decisions = gate(
                     self.manifest.models, machine, server=self.server,
-                    hardware=self.manifest.hardware, force=self.options.force,
+                    hardware=self.manifest.hardware,
+                    ignore_hardware=self.options.ignore_hardware,
+                    require=self.options.require,
                     server_version=version or self.version, registry=registry)
-            errors = []
+            errors: list[str] = []
+            fixes: list[str] = []
             rows = []
             for decision in self.decisions:
                 key = decision.name.short
                 declared = decision.spec.name or " | ".join(decision.spec.choose)
-                fit = decision.report.fit if decision.report else None
+                report = decision.report
+                fit = report.fit if report else None
                 notes = (decision.reason,) if decision.reason and decision.allowed else ()
                 self.models[key] = ApplyModelResult(
                     name=key, required=decision.spec.required, declared=declared,
@@ -213,27 +258,38 @@ class _Run:
                     status=OK if decision.allowed else FAILED,
                     error=None if decision.allowed else decision.reason, notes=notes)
                 if decision.spec.choose:
-                    self.log.info(f"chose {key} from {declared}: "
-                                  + ", ".join(f"{n} {v}" for n, v in decision.candidates))
-                rows.append(f"{key}: {decision.verdict}"
-                            + (f" ({fit.where})" if fit and fit.verdict == Verdict.PARTIAL
-                               else ""))
+                    self.log.info(_chose_line(decision))
+                row = f"{key}: {decision.verdict}"
+                if fit and fit.verdict == Verdict.PARTIAL:
+                    row += f" ({fit.where})"
+                if fit and fit.fits and fit.tokens_per_second:  # verify measures it
+                    row += f", about {speed_range(fit.tokens_per_second)} tokens/s"
+                if report is not None and report.needs is not None \
+                        and report.needs.source == "rough":
+                    row += " (rough estimate: the registry could not be read)"
+                rows.append(row)
                 if not decision.allowed:
-                    unknown = decision.report is not None and decision.report.error
+                    unknown = report is not None and report.error
                     message = (decision.reason or "") if unknown else \
                         f"{key} cannot run here: {decision.reason}"
-                    self.log.info(message)
                     if decision.spec.required:
                         errors.append(message)
+                        if not unknown and not self.options.ignore_hardware:
+                            fixes.append("--ignore-hardware uses it anyway")
+                    else:
+                        self.log.info(f"{message} (optional: the run goes on)")
             data = {"machine": None if machine is None else {
                         "gpus": [g.name for g in machine.gpus],
                         "memory_available": machine.memory.available},
                     "models": [{"name": d.name.short, "verdict": d.verdict,
                                 "allowed": d.allowed, "reason": d.reason,
-                                "candidates": [list(c) for c in d.candidates]}
+                                "candidates": [{"name": c.name, "verdict": c.verdict,
+                                                "tokens_per_second": c.tokens_per_second}
+                                               for c in d.candidates]}
                                for d in self.decisions]}
             status = FAILED if errors else OK
-            return status, "; ".join(rows) or "no models declared", data, errors
+            return Done(status, "; ".join(rows) or "no models declared", data, errors,
+                        tuple(dict.fromkeys(fixes)))
 
         return self._step("hardware", "can this machine run the models?", body)
 
@@ -251,71 +307,76 @@ class _Run:
         return pull_names(self._target(d) for d in self.decisions if d.allowed)
 
     def plan(self) -> StepResult:
-        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+        def body() -> Done:
             plan = build_plan(self._pull_names(), self.server, self.server.tags(),
-                              insecure=self.manifest.pull.insecure)
+                              insecure=self.pull_spec.insecure)
             if plan.disk is not None:
                 self.models_dir = str(plan.disk.path)
             lines, errors = [], []
+            unknown = 0
             for model in plan.models:
-                if model.will_pull:
-                    size = human_bytes(model.download or model.size or 0)
-                    lines.append(f"pull {model.name.short} ({size})" if not model.error
-                                 else f"pull {model.name.short} (size unknown: {model.error})")
-                else:
+                if not model.will_pull:
                     lines.append(f"{model.name.short} is present")
+                elif model.error:
+                    unknown += 1
+                    lines.append(f"pull {model.name.short} (size unknown: {model.error})")
+                else:
+                    size = human_bytes(model.download or model.size or 0)
+                    lines.append(f"pull {model.name.short} ({size})")
             creates = [d.name.short for d in self.decisions if d.allowed and d.spec.is_custom]
             lines += [f"create {name} (if it differs)" for name in creates]
+            fixes = []
             if plan.fits is False and plan.disk is not None:
                 errors.append(
-                    f"not enough disk space in {plan.disk.path}: the download needs "
-                    f"{human_bytes(plan.download)}, {human_bytes(plan.disk.free_bytes or 0)} free")
+                    f"not enough disk space in {short_path(plan.disk.path)}: the download "
+                    f"needs {human_bytes(plan.download)}, "
+                    f"{human_bytes(plan.disk.free_bytes or 0)} free")
+                fixes.append("free space there, or set OLLAMA_MODELS (in the server's "
+                             "environment) to a bigger disk and restart the server")
             for line in lines:
                 self.log.info(line)
+            pulls = [m.name.short for m in plan.models if m.will_pull]
+            present = [m.name.short for m in plan.models if not m.will_pull]
             data = {"download": plan.download,
                     "disk": None if plan.disk is None else {
                         "path": str(plan.disk.path), "free": plan.disk.free_bytes},
-                    "pulls": [m.name.short for m in plan.models if m.will_pull],
-                    "present": [m.name.short for m in plan.models if not m.will_pull],
-                    "creates": creates}
-            summary = (f"{len(data['pulls'])} to pull ({human_bytes(plan.download)}), "
-                       f"{len(data['present'])} present, {len(creates)} custom")
-            would_change = self.options.dry_run and (data["pulls"] or creates)
-            return (FAILED if errors else CHANGED if would_change else OK), summary, data, errors
+                    "pulls": pulls, "present": present, "creates": creates}
+            self.would_pull = bool(pulls or creates)
+            return Done(FAILED if errors else OK,
+                        _plan_summary(len(pulls), unknown, plan.download, len(present),
+                                      len(creates)), data, errors, tuple(fixes))
 
         return self._step("plan", "what needs doing", body)
 
     # --- 4. pull and create --------------------------------------------------------------
     def pull(self) -> StepResult:
-        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
-            reporter = make_reporter(quiet=self.log.quiet, terminal=self.terminal,
-                                     stream=self.progress_stream)
-            try:
-                outcomes = self.on_server.pull(self._pull_names(), reporter)
-            except PullInterrupted as stop:
-                for outcome in stop.outcomes:
-                    for decision in self.decisions:
-                        if decision.pull_name.key == outcome.name.key and \
-                                not decision.spec.is_custom:
-                            self._set(decision.name.short, pull=outcome.status)
-                raise
-            errors, changed = [], False
-            for decision in self.decisions:
-                outcome = outcomes.get(decision.pull_name.key)
-                if outcome is None:
-                    continue
-                changed |= outcome.changed
-                key = decision.name.short
-                if decision.spec.is_custom:
-                    continue
-                self._set(key, pull=outcome.status)
-                if not outcome.ok:
+        def body() -> Done:
+            names = self._pull_names()
+            installed = self.server.tags()  # as the plan saw it (asked once)
+            present = {n.key: PullOutcome(n, PullStatus.PRESENT, size=found.size)
+                       for n in names if (found := installed.find(n)) is not None}
+            todo = [n for n in names if n.key not in present]
+            outcomes: dict[Any, PullOutcome] = dict(present)  # said in the plan already
+            if todo:
+                reporter = make_reporter(quiet=self.log.quiet, terminal=self.terminal,
+                                         stream=self.progress_stream)
+                if reporter is not None:
+                    reporter.say_failures = False  # the step's end line says why, once
+                try:
+                    outcomes.update(self.on_server.pull(todo, reporter))
+                except PullInterrupted as stop:
+                    for outcome in stop.outcomes:
+                        self._pulled(outcome)
+                    raise
+            errors, failures, fixes = [], [], []
+            for outcome in outcomes.values():
+                for key, required in self._pulled(outcome):
                     message = outcome.error.message if outcome.error else outcome.status
-                    self._set(key, status=FAILED, error=message)
-                    if decision.spec.required:
-                        errors.append(f"{key}: {message}")
-                elif outcome.changed:
-                    self._set(key, status=CHANGED)
+                    failures.append(f"{key}: {message}")
+                    if required:
+                        errors.append(failures[-1])
+                    if outcome.error and outcome.error.hint:
+                        fixes.append(outcome.error.hint)
             created = self._create(outcomes, errors)
             data = {"outcomes": [{"name": o.name.short, "status": o.status,
                                   "downloaded": o.downloaded, "retries": o.retries,
@@ -323,13 +384,32 @@ class _Run:
                                   "error": o.error.message if o.error else None}
                                  for o in outcomes.values()]}
             pulled = [o.name.short for o in outcomes.values() if o.changed]
-            summary = (f"pulled {', '.join(pulled)}" if pulled else "nothing to download")
-            if created:
-                summary += f"; created {', '.join(created)}"
-            status = FAILED if errors else (CHANGED if changed or created else OK)
-            return status, summary, data, errors
+            parts = ([f"pulled {', '.join(pulled)}"] if pulled else []) \
+                + ([f"created {', '.join(created)}"] if created else []) + failures
+            changed = bool(pulled or created)
+            status = FAILED if errors else (CHANGED if changed else OK)
+            return Done(status, "; ".join(parts) or "nothing to download", data, errors,
+                        tuple(dict.fromkeys(fixes)))
 
         return self._step("pull", "download missing models", body)
+
+    def _pulled(self, outcome: PullOutcome) -> list[tuple[str, bool]]:
+        """Record a pull's outcome on the models it serves (custom models: in _create);
+        the (model, required) that it failed."""
+        failed = []
+        for decision in self.decisions:
+            if decision.pull_name.key != outcome.name.key or decision.spec.is_custom \
+                    or not decision.allowed:
+                continue
+            key = decision.name.short
+            self._set(key, pull=outcome.status)
+            if not outcome.ok:  # interrupted too: never `ok`
+                self._set(key, status=FAILED, error=outcome.error.message if outcome.error
+                          else str(outcome.status))
+                failed.append((key, decision.spec.required))
+            elif outcome.changed:
+                self._set(key, status=CHANGED)
+        return failed
 
     def _create(self, pulled: dict[Any, PullOutcome], errors: list[str]) -> list[str]:
         customs = [d for d in self.decisions if d.allowed and d.spec.is_custom]
@@ -357,14 +437,18 @@ class _Run:
 
     # --- 5. verify -----------------------------------------------------------------------
     def verify(self) -> StepResult:
-        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+        def body() -> Done:
             errors: list[str] = []
             rows = []
-            for decision in self.decisions:
+            failed = 0
+            todo = [d for d in self.decisions if self.models[d.name.short].status != FAILED]
+            for decision in todo if self.manifest.verify.load else ():
+                # `load = false`: only the client endpoint is checked
                 key = decision.name.short
-                if self.models[key].status == FAILED or not self.manifest.verify.load:
-                    continue  # `load = false`: only the client endpoint is checked
-                checked = self.on_server.verify(self._target(decision))
+                found = self.server.tags().find(decision.name)
+                size = f" ({human_bytes(found.size)})" if found is not None else ""
+                with self.log.activity(f"loading {key}{size}"):
+                    checked = self.on_server.verify(self._target(decision))
                 result, problem = checked.verification, checked.problem
                 notes = list(self.models[key].notes)
                 fit = decision.report.fit if decision.report else None
@@ -380,25 +464,37 @@ class _Run:
                 if problem and decision.spec.required:
                     errors.append(f"{key}: {problem}")
                 rate = result.tokens_per_second
-                where = result.placement or "?"
-                rows.append(f"{key}: {where}" + (f", {rate:.1f} tok/s" if rate else "")
+                failed += bool(problem)
+                rows.append(f"{key}: {result.placement or '?'}"
+                            + (f", {rate:.1f} tok/s" if rate else "")
                             + (f" FAILED ({problem})" if problem else ""))
-                self.log.info(rows[-1])
+                if len(todo) > 1:  # each model's end; the step's line counts them
+                    self.log.info(rows[-1])
             endpoint = self._endpoint_check()
             data: dict[str, Any] = {"endpoint": endpoint}
             if endpoint and not endpoint["ok"]:
                 errors.append(f"{endpoint['path']} does not answer: {endpoint['error']}")
-            return (FAILED if errors else OK), "; ".join(rows) or "nothing to verify", data, errors
+            if not rows and endpoint is None:
+                why = "every model failed before" if self.decisions else "no models declared"
+                return Done(SKIPPED, f"nothing to verify: {why}", data, errors)
+            if len(rows) > 1:
+                summary = f"{len(rows) - failed} of {len(rows)} models load and answer"
+            else:
+                summary = "; ".join(rows) or f"{endpoint['path']} answers"  # type: ignore[index]
+            return Done(FAILED if errors else OK, summary, data, errors)
 
         return self._step("verify", "load, place and time each model", body)
 
     def _codex_model(self) -> str | None:
+        """[codex] model, else the first usable required model that chats (Codex cannot
+        use a model that only embeds)."""
         wanted = self.manifest.codex.model
         if wanted:
             key = parse_name(wanted).key
             match = next((d for d in self.decisions if d.name.key == key), None)
             return match.name.short if match else parse_name(wanted).short
-        first = next((d for d in self.decisions if d.spec.required and d.allowed), None)
+        first = next((d for d in self.decisions if d.spec.required and d.allowed
+                      and not self.on_server.is_embedding(d.name)), None)
         return first.name.short if first else None
 
     def _endpoint_check(self) -> dict[str, Any] | None:
@@ -414,48 +510,57 @@ class _Run:
 
     # --- 6. configure --------------------------------------------------------------------
     def configure(self) -> StepResult:
-        def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
+        def body() -> Done:
             codex = self.manifest.codex
             model = self._codex_model()
             if model is None:
-                return SKIPPED, "no usable model for Codex", {}, []
+                return Done(SKIPPED, "no usable model for Codex", {}, [])
             if model in self.models and self.models[model].status == FAILED:
-                return SKIPPED, f"not pointing Codex at {model}: it failed", {}, []
+                return Done(SKIPPED, f"not pointing Codex at {model}: it failed", {}, [])
             if model not in self.models and \
                     self.server.tags().find(parse_name(model)) is None:
                 message = (f"[codex] model = \"{model}\" is neither declared in [[models]] "
                            f"nor on the server at {self.address.url}: Codex would ask for a "
                            "model that is not there")
-                self.log.info("fix: declare it in [[models]] (then apply pulls it), or "
-                              "name a declared model")
-                return FAILED, message, {"model": model}, [message]
+                return Done(FAILED, message, {"model": model}, [message],
+                            ("declare it in [[models]] (then apply pulls it), or name a "
+                             "declared model",))
             home = self.options.codex_home or codex.codex_home
             result = configure_codex(CodexConfigRequest(
                 model=model, server=self.server,
                 codex_version=self.options.codex_version, profile=codex.profile,
                 provider_id=codex.provider_id, set_default=codex.set_default,
                 codex_home=Path(home).expanduser() if home else None,
-                dry_run=self.options.dry_run, environ=self.env))
+                dry_run=self.options.dry_run, environ=self.env,
+                model_coming=model in self.models))
             for warning in result.warnings:
                 self.log.info(f"warning: {warning}")
             if self.options.dry_run and result.diff:
-                for line in result.diff.rstrip("\n").splitlines():
-                    self.log.info(line)
+                self._show_diff(result.diff)
             data = {"path": result.path, "form": result.form, "provider_id": result.provider_id,
                     "profile": result.profile, "model": result.model,
+                    "files": [f.path for f in result.files if f.changed],
                     "backup": result.backup, "validation": result.validation.status,
                     "usage": result.usage, "warnings": list(result.warnings)}
             errors = []
             if result.exit_code != EXIT_OK:
                 errors.append(result.validation.message or "the Codex config is not usable: "
                               + "; ".join(result.warnings))
+            written = [short_path(f.path) for f in result.files if f.changed]
             verb = "would write" if self.options.dry_run else "wrote"
-            summary = (f"{verb} {result.path} ({result.form}); use: {result.usage}"
-                       if result.changed else f"{result.path} unchanged")
-            status = FAILED if errors else (CHANGED if result.changed else OK)
-            return status, summary, data, errors
+            summary = (f"{verb} {', '.join(written)}; use: {result.usage}" if written
+                       else f"{short_path(result.path)} unchanged")
+            status = FAILED if errors else (CHANGED if written else OK)
+            return Done(status, summary, data, errors)
 
         return self._step("configure", "Codex config", body)
+
+    def _show_diff(self, diff: str) -> None:
+        """A dry run's diff, its file names as a person reads them (`~/...`)."""
+        for line in diff.rstrip("\n").splitlines():
+            if line.startswith(("--- ", "+++ ")):
+                line = line[:4] + short_path(line[4:])
+            self.log.info(line)
 
     # --- 7. the other clients ([clients]) ------------------------------------------------
     def configure_clients(self) -> list[str]:
@@ -496,14 +601,14 @@ class _Run:
             for warning in outcome.warnings:
                 self.log.info(f"warning: {warning}")
             if self.options.dry_run and outcome.file.diff:
-                for line in outcome.file.diff.rstrip("\n").splitlines():
-                    self.log.info(line)
+                self._show_diff(outcome.file.diff)
             data = {"path": outcome.file.path, "models": dict(outcome.models),
                     "backup": outcome.file.backup, "usage": outcome.usage,
                     "warnings": list(outcome.warnings)}
             verb = "would write" if self.options.dry_run else "wrote"
-            summary = (f"{verb} {outcome.file.path}; use: {outcome.usage}" if outcome.changed
-                       else f"{outcome.file.path} unchanged")
+            where = short_path(outcome.file.path)
+            summary = (f"{verb} {where}; use: {outcome.usage}" if outcome.changed
+                       else f"{where} unchanged")
             return (CHANGED if outcome.changed else OK), summary, data, []
 
         return self._step(name, f"{client.summary.split(':')[0]} config", body)
@@ -531,7 +636,7 @@ class _Run:
                 changed, where = True, "$GITHUB_ENV"
             else:
                 result = replace_file(Path(spec.file or ""), text, dry_run=self.options.dry_run)
-                changed, where = result.changed, result.path
+                changed, where = result.changed, short_path(result.path)
             names_set = ", ".join(v.name for v in plan.variables)
             verb = "would set" if self.options.dry_run else "set"
             summary = f"{verb} {names_set} in {where}" if changed else f"{where} unchanged"
@@ -586,4 +691,39 @@ def _result(run: _Run, code: int) -> ApplyResult:
         code = EXIT_USAGE
     return ApplyResult(source=run.manifest.source, address=run.address, steps=tuple(run.steps),
                        models=tuple(run.models.values()), exit_code=code,
-                       dry_run=run.options.dry_run, models_dir=run.models_dir)
+                       dry_run=run.options.dry_run, models_dir=run.models_dir,
+                       would_pull=run.options.dry_run and run.would_pull)
+
+
+def _chose_line(decision: GateDecision) -> str:
+    """What a `choose` list became, and each candidate as judged (verdict, estimated
+    speed), on one line: `chose B of 3: A no-fit; B cpu 6.3-9.7 tok/s; ...`."""
+    minimum = decision.spec.min_tokens_per_second
+    minimum = DEFAULT_MIN_TOKENS_PER_SECOND if minimum is None else minimum
+    judged = []
+    for candidate in decision.candidates:
+        text = f"{candidate.name} {candidate.verdict}"
+        if candidate.tokens_per_second is not None:
+            text += f" {speed_range(candidate.tokens_per_second)} tok/s"
+        if candidate.slow:
+            text += f" (below {minimum:g})"
+        judged.append(text)
+    head = f"chose {decision.name.short}" if decision.allowed else "chose none"
+    return f"{head} of {len(decision.spec.choose)}: " + "; ".join(judged)
+
+
+def _plan_summary(pulls: int, unknown: int, download: int, present: int, creates: int) -> str:
+    """`1 to pull (1.3 GB), 2 present`: a size only where the registry told it."""
+    if not pulls:
+        parts = ["nothing to pull"]
+    elif unknown == pulls:
+        parts = [f"{pulls} to pull (size unknown)"]
+    elif unknown:
+        parts = [f"{pulls} to pull (at least {human_bytes(download)})"]
+    else:
+        parts = [f"{pulls} to pull ({human_bytes(download)})"]
+    if present:
+        parts.append(f"{present} present")
+    if creates:
+        parts.append(f"{creates} custom")
+    return ", ".join(parts)

@@ -47,6 +47,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def stall_seconds(text: str) -> float:
+    """`--stall-timeout`: seconds, more than 0."""
+    value = positive_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: '{text}'")
+    return value
+
+
 def whole_number(minimum: int, maximum: int = MAX_COUNT) -> Callable[[str], int]:
     """An argparse type: an integer from `minimum` to `maximum`."""
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from provision.commands import common_options, positive_float
+from provision.commands import common_options, positive_float, stall_seconds, whole_number
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -31,9 +31,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--start", action="store_true",
                         help="start `ollama serve` when Ollama is installed but not running")
     parser.add_argument("--wait", type=positive_float, metavar="SECONDS",
-                        help="wait this long for a starting server (default: [server].wait)")
-    parser.add_argument("--force", action="store_true",
+                        help="wait this long for a starting server, also for one not "
+                        "installed here, as in a container (default: [server].wait, which "
+                        "waits only for an installed server)")
+    parser.add_argument("--ignore-hardware", action="store_true",
                         help="pull and use models the hardware check refuses")
+    parser.add_argument("--force", action="store_true", help=argparse.SUPPRESS)  # the old name
+    parser.add_argument("--require", choices=("cpu", "partial", "gpu"),
+                        help="least placement a model must get (default: [hardware].require, "
+                        "cpu): cpu (runs at all), partial (some layers on GPU), gpu (all)")
+    pull = parser.add_argument_group("pull settings (default: the manifest's [pull])")
+    pull.add_argument("--insecure", action="store_true", default=None,
+                      help="the registry in a model name speaks plain HTTP")
+    pull.add_argument("--parallel", type=whole_number(1), metavar="N",
+                      help="pull N models at once")
+    pull.add_argument("--stall-timeout", type=stall_seconds, metavar="SECONDS",
+                      help="no progress for this long: drop the connection and retry")
+    pull.add_argument("--retries", type=whole_number(0), metavar="N",
+                      help="retries per model, with exponential backoff")
     parser.add_argument("--no-verify", action="store_true", help="skip the verify step")
     parser.add_argument("--assume", action="append", default=[], metavar="SPEC",
                         help="judge a described machine instead of this one "
@@ -58,16 +73,23 @@ def run(args: argparse.Namespace) -> int:
     from provision.github import Actions
     from provision.output import Output, stream_is_live
 
+    if args.force:  # users' scripts still say it
+        print("warning: apply --force is now --ignore-hardware (--force goes away in a later "
+              "release)", file=sys.stderr, flush=True)
     manifest = load_manifest(args.file)
     out = Output(json_mode=args.json, quiet=args.quiet)
     actions = Actions()
-    log = StepLog(sys.stderr, quiet=args.quiet, actions=actions)
+    terminal = stream_is_live(sys.stderr)
+    log = StepLog(sys.stderr, quiet=args.quiet, actions=actions, terminal=terminal)
+    pull = {key: value for key in ("insecure", "parallel", "stall_timeout", "retries")
+            if (value := getattr(args, key)) is not None}
     result = run_apply(
         manifest,
         ApplyOptions(host=args.host, dry_run=args.dry_run, start=args.start, wait=args.wait,
-                     force=args.force, verify=not args.no_verify, assume=tuple(args.assume),
+                     ignore_hardware=args.ignore_hardware or args.force, require=args.require,
+                     pull=pull, verify=not args.no_verify, assume=tuple(args.assume),
                      codex_version=args.codex_version, codex_home=args.codex_home),
-        log=log, progress_stream=sys.stderr, terminal=stream_is_live(sys.stderr),
+        log=log, progress_stream=sys.stderr, terminal=terminal,
     )
     if result.models_dir:
         actions.set_output("models-dir", result.models_dir)
@@ -102,7 +124,8 @@ def to_result(result: ApplyResult) -> CommandResult:
         "models_dir": result.models_dir,
         "steps": [{"name": s.name, "status": s.status, "changed": s.changed,
                    "duration": round(s.duration, 3), "summary": s.summary,
-                   "errors": list(s.errors), "data": s.data} for s in result.steps],
+                   "errors": list(s.errors), "fixes": list(s.fixes), "data": s.data}
+                  for s in result.steps],
         "models": [{"name": m.name, "declared": m.declared, "required": m.required,
                     "custom": m.custom, "verdict": m.verdict, "where": m.where, "pull": m.pull,
                     "create": m.create, "status": m.status, "changed": m.changed,
@@ -126,49 +149,47 @@ def markdown_summary(result: ApplyResult) -> str:
     lines = [f"### ollama-provision apply: {verdict}", "",
              f"Server `{result.address.url}`, manifest `{result.source}`", "",
              "| step | status | summary |", "|---|---|---|"]
-    lines += [f"| {s.name} | {s.status} | {s.summary.replace('|', '/')} |" for s in result.steps]
+    lines += [f"| {s.name} | {s.status} | {_cell(s.summary)} |" for s in result.steps]
+    fixes = [(s.name, fix) for s in result.steps for fix in s.fixes]
+    if fixes:
+        lines += ["", "What to do:", ""] + [f"- {name}: {fix}" for name, fix in fixes]
     if result.models:
         lines += ["", "| model | status | runs on | tokens/s | note |", "|---|---|---|---|---|"]
         for m in result.models:
-            note = (m.error or "; ".join(m.notes)).replace("|", "/")
+            note = _cell(m.error or "; ".join(m.notes))
             lines.append(f"| {m.name} | {m.status} | {_where(m)} | {_rate(m)} | {note} |")
     return "\n".join(lines) + "\n"
 
 
-def _render_plain(result: ApplyResult, out: Output) -> None:
-    for m in result.models:
-        facts = [f for f in (_where(m), f"{_rate(m)} tok/s" if _rate(m) else "") if f]
-        line = f"model {m.name}: {m.status}" + (f" ({', '.join(facts)})" if facts else "")
-        if m.error:
-            line += f": {m.error}"
-        elif m.notes:
-            line += f"; {'; '.join(m.notes)}"
-        out.line(line)
-    changed = [s.name for s in result.steps if s.changed]
+def _cell(text: str) -> str:
+    return text.replace("|", "/")
+
+
+def _verdict(result: ApplyResult) -> str:
+    """The run's last line: ready or not, and what changed (the step log said how)."""
+    changed = result.changed_steps
     state = {0: "ready", 130: "interrupted"}.get(result.exit_code, "not ready")
     what = ("would change: " if result.dry_run else "changed: ") + ", ".join(changed) \
         if changed else ("nothing to change" if result.dry_run else "nothing changed")
-    out.line(f"apply: {state} ({what})")
+    return f"apply: {state} ({what})"
+
+
+def _render_plain(result: ApplyResult, out: Output) -> None:
+    """stdout's result: a line per model (why one failed is in the step log), then the
+    verdict."""
+    for m in result.models:
+        facts = [f for f in (_where(m), f"{_rate(m)} tok/s" if _rate(m) else "") if f]
+        line = f"model {m.name}: {m.status}" + (f" ({', '.join(facts)})" if facts else "")
+        if m.notes and not m.error:
+            line += f"; {'; '.join(m.notes)}"
+        out.line(line)
+    out.line(_verdict(result))
 
 
 def _render_rich(result: ApplyResult, out: Output) -> None:
-    from rich.table import Table  # tens of ms: only for a terminal
+    """On a terminal the step log above says every step's result and every model's: only
+    the verdict is left to say."""
+    from rich.text import Text  # tens of ms: only for a terminal
 
-    console = out.console
-    style = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "dim"}
-    steps = Table(box=None, padding=(0, 2), show_edge=False)
-    for column in ("step", "status", "summary"):
-        steps.add_column(column)
-    for s in result.steps:
-        steps.add_row(s.name, f"[{style[s.status]}]{s.status}[/]", s.summary)
-    console.print(steps)
-    if result.models:
-        models = Table(box=None, padding=(0, 2), show_edge=False)
-        for column in ("model", "status", "runs on", "tok/s", "note"):
-            models.add_column(column)
-        for m in result.models:
-            models.add_row(m.name, f"[{style.get(m.status, '')}]{m.status}[/]", _where(m),
-                           _rate(m), m.error or "; ".join(m.notes))
-        console.print(models)
-    mark = "[bold green]ready[/]" if result.exit_code == 0 else "[bold red]not ready[/]"
-    console.print(f"{mark}" + ("" if result.changed else " (nothing changed)"))
+    style = "bold green" if result.exit_code == 0 else "bold red"
+    out.console.print(Text(_verdict(result), style=style))

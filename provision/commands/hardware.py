@@ -220,15 +220,13 @@ _HEADERS = ("model", "source", "size", "context", "memory", "where", "verdict", 
 
 
 def _row(m: ModelReport) -> tuple[str, ...]:
+    from provision.hardware import speed_range
+
     if m.fit is None or m.needs is None:
         return (m.name, "-", "-", "-", "-", "-", "unknown", "-")
     fit, needs = m.fit, m.needs
     size = human_bytes(needs.download if needs.download else (needs.disk_size or needs.weights))
-    speed = "-"
-    if fit.tokens_per_second and fit.fits:
-        low, high = fit.tokens_per_second
-        speed = f"{low:.0f}-{high:.0f}" if low >= 10 else f"{low:.1f}-{high:.1f}"
-        speed = ">1000" if low > 1000 else speed
+    speed = speed_range(fit.tokens_per_second if fit.fits else None)
     verdict = str(fit.verdict) if m.meets or not fit.fits else f"{fit.verdict} (!)"
     return (m.name, needs.source, size, str(fit.settings.num_ctx), _gib(fit.total), fit.where,
             verdict, speed)

@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from provision.commands import common_options, positive_float, server_and_models, whole_number
+from provision.commands import (
+    common_options,
+    positive_float,
+    server_and_models,
+    stall_seconds,
+    whole_number,
+)
 from provision.errors import (
     EXIT_INTERRUPTED,
     EXIT_NOT_READY,
@@ -26,13 +32,6 @@ if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instan
     from provision.names import ModelName
     from provision.output import Output
     from provision.server import OllamaServer, ServerFacts
-
-
-def _stall(text: str) -> float:
-    value = positive_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: '{text}'")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the registry in the model name speaks plain HTTP")
     parser.add_argument("--parallel", type=whole_number(1), default=1, metavar="N",
                         help="pull N models at once (default 1)")
-    parser.add_argument("--stall-timeout", type=_stall, default=60.0, metavar="SECONDS",
+    parser.add_argument("--stall-timeout", type=stall_seconds, default=60.0, metavar="SECONDS",
                         help="no progress for this long: drop the connection and retry "
                         "(default 60)")
     parser.add_argument("--retries", type=whole_number(0), default=5, metavar="N",

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 from provision.hardware.assume import Assumption, machine_to_json, parse_assume
 from provision.hardware.fit import Fit, Verdict, fit_model
-from provision.hardware.gate import HARDWARE_KEYS, GateDecision, HardwareSpec, gate
+from provision.hardware.gate import (
+    DEFAULT_MIN_TOKENS_PER_SECOND,
+    HARDWARE_KEYS,
+    REQUIREMENTS,
+    Candidate,
+    GateDecision,
+    HardwareSpec,
+    gate,
+)
 from provision.hardware.machine import Disk, Machine, probe_machine
 from provision.hardware.needs import ModelNeeds, from_registry, model_needs
 from provision.hardware.report import HardwareReport, ModelReport, assess, assess_model
+from provision.hardware.speed import speed_range
 
 __all__ = [
-    "HARDWARE_KEYS", "Assumption", "Disk", "Fit", "GateDecision", "HardwareReport",
-    "HardwareSpec", "Machine", "ModelNeeds", "ModelReport", "Verdict", "assess",
-    "assess_model", "fit_model", "from_registry", "gate", "machine_to_json", "model_needs",
-    "parse_assume", "probe_machine",
+    "DEFAULT_MIN_TOKENS_PER_SECOND", "HARDWARE_KEYS", "REQUIREMENTS", "Assumption",
+    "Candidate", "Disk", "Fit", "GateDecision", "HardwareReport", "HardwareSpec", "Machine",
+    "ModelNeeds", "ModelReport", "Verdict", "assess", "assess_model", "fit_model",
+    "from_registry", "gate", "machine_to_json", "model_needs", "parse_assume",
+    "probe_machine", "speed_range",
 ]

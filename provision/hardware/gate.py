@@ -1,9 +1,12 @@
 """The hardware gate of `apply`: which model each declaration means, and may it run here?
 
-A `choose` list is resolved to one model: the first (best) candidate that runs entirely
-on the GPU; failing that, the first that runs with comfortable memory headroom; failing
-that, the first that runs at all (with a warning). A named model that cannot run here is
-refused before anything is downloaded, unless forced.
+A `choose` list is resolved to one model: the best candidate (the list is best first)
+that runs here as `[hardware] require` asks and whose estimated speed (the low end)
+reaches its `min_tokens_per_second` (5 by default: below that an assistant answers
+slower than one reads; 0: no minimum), one that runs entirely on the GPU or with
+comfortable memory headroom preferred; when none is fast enough, the fastest that runs
+(with a note). A named model that cannot run here is refused before anything is
+downloaded, unless told to ignore the hardware.
 """
 
 from __future__ import annotations
@@ -19,23 +22,43 @@ from provision.names import ModelName, parse_name
 from provision.server import Inventory, OllamaServer, ServerError
 from provision.tables import Schema, is_bool
 
+REQUIREMENTS = ("cpu", "partial", "gpu")  # least placement a model must get, weakest first
+DEFAULT_MIN_TOKENS_PER_SECOND = 5.0  # a `choose` list's minimum speed, unless it says one
+
 
 @dataclass(frozen=True)
 class HardwareSpec:
-    """[hardware]: the least a model must get here."""
+    """[hardware]: the least a model must get here. `require` says it; `require_gpu` and
+    `allow_cpu` are its older spellings, still read (the strictest of them counts)."""
 
+    require: str = "cpu"
     require_gpu: bool = False
     allow_cpu: bool = True
 
 
 HARDWARE_KEYS: Schema = {
-    "require_gpu": (is_bool, "true or false", "require_gpu"),
-    "allow_cpu": (is_bool, "true or false", "allow_cpu"),
+    "require": (lambda v: v in REQUIREMENTS, "one of " + ", ".join(f"'{r}'" for r in
+                                                                   REQUIREMENTS), "require"),
+    "require_gpu": (is_bool, "true or false (older spelling of require = 'gpu')",
+                    "require_gpu"),
+    "allow_cpu": (is_bool, "true or false (older spelling: false is require = 'partial')",
+                  "allow_cpu"),
 }
+
 
 # A model is comfortable on the CPU when it uses at most this share of available memory
 # (llmfit's "comfortable" class): the rest of the machine keeps working.
 COMFORTABLE_SHARE = 0.6
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model of a `choose` list, as judged here."""
+
+    name: str
+    verdict: Verdict
+    tokens_per_second: tuple[float, float] | None  # estimated (low, high); None: unknown
+    slow: bool = False  # runs, but its low end is below the list's minimum speed
 
 
 @dataclass(frozen=True)
@@ -48,18 +71,22 @@ class GateDecision:
     report: ModelReport | None  # None: not judged (no verdict available)
     allowed: bool  # may be pulled and used
     reason: str | None = None  # why not allowed, or a warning about the choice
-    # (name, verdict) of each candidate considered
-    candidates: tuple[tuple[str, Verdict], ...] = field(default=())
+    # each candidate considered, best first
+    candidates: tuple[Candidate, ...] = field(default=())
 
     @property
     def verdict(self) -> Verdict:
         return self.report.verdict if self.report else Verdict.UNKNOWN
 
 
-def requirement(spec: HardwareSpec) -> str:
-    if spec.require_gpu:
-        return "gpu"
-    return "cpu" if spec.allow_cpu else "partial"
+def requirement(spec: HardwareSpec, override: str | None = None) -> str:
+    """The least placement asked for: `override` (`apply --require`) when given, else
+    the strictest the manifest says."""
+    if override is not None:
+        return override
+    asked = [spec.require, "gpu" if spec.require_gpu else "cpu",
+             "cpu" if spec.allow_cpu else "partial"]
+    return max(asked, key=REQUIREMENTS.index)
 
 
 def _comfortable(report: ModelReport, machine: Machine) -> bool:
@@ -81,14 +108,16 @@ def gate(
     *,
     server: OllamaServer | None,
     hardware: HardwareSpec,
-    force: bool = False,
+    ignore_hardware: bool = False,
+    require: str | None = None,
     server_version: str | None = None,
     registry: RegistryClient,
 ) -> list[GateDecision]:
     """Decide every declaration; `machine` None: the server's hardware is unknown (a remote
     server, not described): named models pass unjudged, a `choose` list cannot be decided.
-    `server_version`: the Ollama version to judge for (its defaults decide the context)."""
-    require = requirement(hardware)
+    `require`: overrides the manifest's. `server_version`: the Ollama version to judge
+    for (its defaults decide the context)."""
+    require = requirement(hardware, require)
     judge = _Judge(machine, server, require, registry, server_version) if machine else None
     decisions: list[GateDecision] = []
     for spec in specs:
@@ -100,7 +129,7 @@ def gate(
             continue
         name = parse_name(spec.name or "")
         report = judge(spec.pull_name, spec.num_ctx, alternatives=True)
-        allowed, reason = _allowed(report, require, force)
+        allowed, reason = _allowed(report, require, ignore_hardware)
         decisions.append(GateDecision(spec, name, spec.pull_name, report, allowed, reason))
     return decisions
 
@@ -139,7 +168,7 @@ def _unjudged(spec: ModelSpec) -> GateDecision:
                         REMOTE_UNJUDGED)
 
 
-def _allowed(report: ModelReport, require: str, force: bool) -> tuple[bool, str | None]:
+def _allowed(report: ModelReport, require: str, ignore: bool) -> tuple[bool, str | None]:
     if report.error:
         return False, report.error
     if report.fit is None:
@@ -150,37 +179,56 @@ def _allowed(report: ModelReport, require: str, force: bool) -> tuple[bool, str 
             why += f" (fits with num_ctx {report.would_fit[0]}: {report.would_fit[1]})"
         if report.alternatives:
             why += "; would fit: " + ", ".join(a.name for a in report.alternatives[:3])
-        return (True, f"forced although it does not fit: {why}") if force else (False, why)
+        return (True, f"used although it does not fit (--ignore-hardware): {why}") if ignore \
+            else (False, why)
     if not meets(report.verdict, require):
-        why = f"runs on {report.fit.where}, but [hardware] requires {require}"
-        return (True, f"forced: {why}") if force else (False, why)
+        why = f"runs on {report.fit.where}, but the hardware requirement is {require}"
+        return (True, f"used anyway (--ignore-hardware): {why}") if ignore else (False, why)
     return True, None
+
+
+def _speed(report: ModelReport) -> tuple[float, float] | None:
+    fit = report.fit
+    return fit.tokens_per_second if fit is not None and fit.fits else None
 
 
 def _choose(spec: ModelSpec, judge: _Judge) -> GateDecision:
     require = judge.require
+    minimum = DEFAULT_MIN_TOKENS_PER_SECOND if spec.min_tokens_per_second is None \
+        else spec.min_tokens_per_second
+
+    def fast(report: ModelReport) -> bool:  # an unknown speed is not held against it
+        speed = _speed(report)
+        return minimum <= 0 or speed is None or speed[0] >= minimum
+
     reports: list[tuple[ModelName, ModelReport]] = []
     for candidate in spec.choose:
         name = parse_name(candidate)
         report = judge(name, spec.num_ctx, alternatives=False)
         reports.append((name, report))
         if report.fit is not None and report.verdict == Verdict.GPU \
-                and meets(Verdict.GPU, require):
+                and meets(Verdict.GPU, require) and fast(report):
             break  # the best candidate that runs entirely on the GPU: no need to look further
-    considered = tuple((n.short, r.verdict) for n, r in reports)
     usable = [(n, r) for n, r in reports if r.fit is not None and r.fit.fits
               and meets(r.verdict, require)]
-    pick = next(((n, r) for n, r in usable if r.verdict == Verdict.GPU), None)
+    considered = tuple(Candidate(n.short, r.verdict, _speed(r),
+                                 slow=(n, r) in usable and not fast(r)) for n, r in reports)
+    quick = [(n, r) for n, r in usable if fast(r)]
+    pick = next(((n, r) for n, r in quick if r.verdict == Verdict.GPU), None) \
+        or next(((n, r) for n, r in quick if _comfortable(r, judge.machine)), None)
     reason = None
-    if pick is None:
-        pick = next(((n, r) for n, r in usable if _comfortable(r, judge.machine)), None)
-    if pick is None and usable:
-        pick = usable[0]
+    if pick is None and quick:
+        pick = quick[0]
         reason = f"no candidate runs comfortably here; {pick[0].short} is the best that runs"
+    if pick is None and usable:
+        pick = max(usable, key=lambda item: (_speed(item[1]) or (0.0, 0.0))[0])
+        reason = (f"none of the candidates reaches {minimum:g} tokens/s here; "
+                  f"{pick[0].short} is the fastest that runs")
     if pick is None:
         best = reports[-1][1] if reports else None
         return GateDecision(spec, parse_name(spec.choose[-1]), parse_name(spec.choose[-1]),
                             best, False, "none of the candidates can run here: "
-                            + ", ".join(f"{n} ({v})" for n, v in considered), considered)
+                            + ", ".join(f"{c.name} ({c.verdict})" for c in considered),
+                            considered)
     name, report = pick
     return GateDecision(spec, name, name, report, True, reason, considered)

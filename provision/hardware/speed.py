@@ -73,3 +73,13 @@ def tokens_per_second(parts: list[tuple[int, float]]) -> tuple[float, float] | N
     if seconds <= 0:
         return None
     return (EFFICIENCY[0] / seconds, EFFICIENCY[1] / seconds)
+
+
+def speed_range(speed: tuple[float, float] | None) -> str:
+    """An estimate as people read it: `3.2-5.0`, `15-24`, `>1000` (tokens/s); `-`: none."""
+    if speed is None:
+        return "-"
+    low, high = speed
+    if low > 1000:
+        return ">1000"
+    return f"{low:.0f}-{high:.0f}" if low >= 10 else f"{low:.1f}-{high:.1f}"

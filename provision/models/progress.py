@@ -254,6 +254,8 @@ def progress_line(name: str, done: int, total: int, speed: float) -> str:
 class PlainReporter(LineLog):
     """Lines for logs: at start, about every `interval` s or `step` of the way, at the end."""
 
+    say_failures = True  # False: the caller says why a model failed (apply's step line)
+
     def __init__(self, stream: IO[str], *, interval: float = 10.0, step: float = 0.10,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(stream)
@@ -282,7 +284,8 @@ class PlainReporter(LineLog):
             self.tally.get(event.model).status = event.status
         elif isinstance(event, ModelFinished):
             self.tally.finish(event.outcome.name.short)
-            self._write(f"{event.outcome.name.short}: {outcome_text(event.outcome)}")
+            if event.outcome.ok or self.say_failures:
+                self._write(f"{event.outcome.name.short}: {outcome_text(event.outcome)}")
 
     def _line(self, model: _Model, now: float) -> None:
         if model.total <= 0:
@@ -310,6 +313,8 @@ class TerminalReporter(LiveView):
 
     Finished models, retries and resumes become permanent lines above the live bars.
     """
+
+    say_failures = True  # False: the caller says why a model failed (apply's step line)
 
     def __init__(self, console: Console, *, refresh_per_second: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -358,6 +363,8 @@ class TerminalReporter(LiveView):
             self.say("[green]✓[/] ", line)
         elif outcome.ok:
             self.say("[green]✓[/] ", f"{name}: {outcome_text(outcome)}")
+        elif not self.say_failures:
+            return
         elif outcome.status == PullStatus.INTERRUPTED:
             self.say("[yellow]![/] ", f"{name}: {outcome_text(outcome)}")
         else:

@@ -28,6 +28,9 @@ from provision.tables import (
 class ModelSpec:
     name: str | None = None  # a model to pull, or the name of a custom model to create
     choose: tuple[str, ...] = ()  # candidates, best first: the first that fits is used
+    # `choose`: the least estimated speed (low end) a candidate must reach; None: the
+    # gate's default, 0: no minimum
+    min_tokens_per_second: float | None = None
     num_ctx: int | None = None
     keep_alive: str | None = None
     required: bool = True
@@ -67,6 +70,8 @@ class VerifySpec:
 MODEL_KEYS: Schema = {
     "name": (is_str, "a model name like 'llama3.2:3b'", "name"),
     "choose": (is_name_list, "a non-empty list of model names, best first", "choose"),
+    "min_tokens_per_second": (nonneg_number, "a number >= 0 (tokens/s; 0: no minimum)",
+                              "min_tokens_per_second"),
     "num_ctx": (int_at_least(256), "an integer >= 256 (tokens)", "num_ctx"),
     "keep_alive": (lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
                    "a duration like '30m' or seconds", "keep_alive"),
@@ -105,6 +110,10 @@ def parse_model(source: str, index: int, table: Any, *, within: str = "") -> Mod
                    "(candidates, best first)")
     if has_choose and "base" in values:
         raise fail(source, prefix, "'choose' cannot be combined with 'from'")
+    if "min_tokens_per_second" in values and not has_choose:
+        raise fail(source, f"{prefix}.min_tokens_per_second", "is for a 'choose' list (the "
+                   "least speed a candidate must reach); [verify] min_tokens_per_second "
+                   "holds every model to a measured speed")
     custom_only = {"system", "template", "parameters"} & set(values)
     if custom_only and "base" not in values:
         raise fail(source, f"{prefix}.{sorted(custom_only)[0]}",

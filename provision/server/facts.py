@@ -30,12 +30,13 @@ class DiagnosisKind(Status):
     SERVER_ERROR = "server-error"  # it is Ollama, but an API call it must answer failed
 
 
-# Failures that a server coming up resolves: worth waiting for. "Not installed" is among
-# them: a server in a container (`docker run -p 11434:11434 ollama/ollama`) is not
-# installed here and refuses connections until it has started. A wrong name, TLS or a
-# proxy problem do not go away by themselves.
-WORTH_WAITING = (DiagnosisKind.NOT_INSTALLED, DiagnosisKind.NOT_RUNNING, DiagnosisKind.REFUSED,
-                 DiagnosisKind.NO_ANSWER, DiagnosisKind.TIMEOUT)
+# Failures that a server coming up resolves: worth waiting for. "Not installed" is not
+# among them by default (a new user without Ollama gets the install steps at once); a
+# caller told to wait adds it: a server in a container (`docker run -p 11434:11434
+# ollama/ollama`) is not installed here and refuses connections until it has started. A
+# wrong name, TLS or a proxy problem do not go away by themselves.
+WORTH_WAITING = (DiagnosisKind.NOT_RUNNING, DiagnosisKind.REFUSED, DiagnosisKind.NO_ANSWER,
+                 DiagnosisKind.TIMEOUT)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class CodexConfigRequest:
     validate: bool = True  # ask the installed Codex whether it loads the result
     codex_bin: str | None = None  # None: `codex` on PATH
     environ: Mapping[str, str] | None = None
+    model_coming: bool = False  # the caller (apply) pulls the model: no hint to pull it
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def _configure(request: CodexConfigRequest, env: dict[str, str], ollama: OllamaS
                                      auth, fmt)
             files, validation = _commit(pending, release, target, plan, request, home, env,
                                         fmt)
-    if _model_missing(ollama, server, model or plan.model, fmt):
+    if not request.model_coming and _model_missing(ollama, server, model or plan.model, fmt):
         shown = model or plan.model
         warnings.append(f"model {shown} is not on the server at {server.address.url} yet: "
                         f"pull it (ollama-provision pull {shown})")
@@ -397,7 +398,7 @@ def _writes(changes: list[_Pending]) -> list[tuple[_Pending, str]]:
 
 
 def _file_result(p: _Pending, backup: Path | None, *, dry_run: bool) -> FileResult:
-    if p.old == p.new and p.state.exists:
+    if p.old == p.new and (p.state.exists or not p.new):  # an empty file is not written
         return FileResult(str(p.state.path), p.role, "unchanged")
     verb = "create" if not p.state.exists else "change"
     status = f"would-{verb}" if dry_run else f"{verb}d"
@@ -409,7 +410,9 @@ def _commit(
     pending: list[_Pending], release: CodexRelease, target: CodexTarget, plan: ConfigEdits,
     request: CodexConfigRequest, home: Path, env: Mapping[str, str], fmt: str,
 ) -> tuple[tuple[FileResult, ...], Validation]:
-    changes = [p for p in pending if p.old != p.new or not p.state.exists]
+    # A file that does not exist is created only to hold something: Codex needs no empty
+    # config.toml beside a profile file.
+    changes = [p for p in pending if p.old != p.new or (not p.state.exists and p.new)]
     for p in changes:
         if p.state.exists and not p.state.writable:
             raise UsageError(f"{p.state.path} is read-only: not changing it",
