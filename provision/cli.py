@@ -22,10 +22,14 @@ from provision.result import CommandResult
 COMMANDS = ("check", "pull", "config", "env", "hardware", "apply", "fleet", "bundle")
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    commands: dict[str, argparse.ArgumentParser]  # each command's own parser
+
+
+def build_parser(only: str | None = None) -> _Parser:
     """The parser; with `only`, just that command's (scripts call one command in loops:
     importing the other command modules would cost more than the whole `check`)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ollama-provision",
         description="Make this machine, a CI runner or a fleet ready to run local LLMs "
         "with Ollama.",
@@ -36,13 +40,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in (only,) if only in COMMANDS else COMMANDS:
         importlib.import_module(f"provision.commands.{name}").register(subparsers)
+    parser.commands = subparsers.choices
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv else None)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser: its usage, not the top level's
+        command = parser.commands.get(getattr(args, "command", None) or "", parser)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return 2

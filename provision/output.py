@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import textwrap
 from typing import IO, TYPE_CHECKING, Any
 
 from provision.result import CommandResult
@@ -129,6 +131,22 @@ def short_path(path: str | os.PathLike[str]) -> str:
     if home and (text == home or text.startswith(home + os.sep)):
         return "~" + text[len(home):]
     return text
+
+
+def wrap_line(text: str, width: int | None) -> str:
+    """A line longer than `width` (a terminal's columns; None: a log, left whole) broken
+    at spaces, each continuation indented two more than the line: one fact stays one
+    block, and the terminal never wraps it at a random column."""
+    if width is None or len(text) <= width:
+        return text
+    indent = text[:len(text) - len(text.lstrip(" "))] + "  "
+    glued = _FIGURE.sub("\\1\xa0\\2", text)  # a figure stays with its unit
+    return "\n".join(textwrap.wrap(glued, width, subsequent_indent=indent,
+                                   break_long_words=False, break_on_hyphens=False)
+                     ).replace("\xa0", " ")
+
+
+_FIGURE = re.compile(r"(\d) ((?:[KMGT]i?)?B\b|s\b|tok(?:ens)?/s)")
 
 
 def fit(width: int, head: str, *more: str) -> str:

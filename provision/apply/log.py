@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import textwrap
 import time
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Callable
@@ -19,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Callable
 from provision.apply.result import StepResult, StepStatus
 from provision.github import Actions
 from provision.live import Activity
+from provision.output import wrap_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -53,12 +53,8 @@ class StepLog:
             self._console = Console(file=self.stream, force_terminal=True, highlight=False)
         return self._console
 
-    def _print(self, text: str, indent: str = "") -> None:
-        width = self.width
-        if width is not None and len(text) > width:
-            text = "\n".join(textwrap.wrap(text, width, subsequent_indent=indent + "  ",
-                                           break_long_words=False, break_on_hyphens=False))
-        print(text, file=self.stream, flush=True)
+    def _print(self, text: str) -> None:
+        print(wrap_line(text, self.width), file=self.stream, flush=True)
 
     def begin(self, name: str, title: str) -> None:
         if self.actions.enabled:
@@ -68,23 +64,22 @@ class StepLog:
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            self._print(f"    {text}", "    ")
+            self._print(f"    {text}")
 
     def end(self, result: StepResult) -> None:
         failed = result.status == StepStatus.FAILED
         if not self.quiet:
-            self._print(f"    {result.status}: {result.summary} ({result.duration:.1f} s)",
-                        "    ")
+            self._print(f"    {result.status}: {result.summary} ({result.duration:.1f} s)")
             for error in result.errors:
                 if error not in result.summary:  # the reason, when the summary lacks it
-                    self._print(f"    error: {error}", "    ")
+                    self._print(f"    error: {error}")
             for fix in result.fixes:
-                self._print(f"    fix: {fix}", "    ")
+                self._print(f"    fix: {fix}")
         elif failed:  # quiet: errors only, still the reason before the fix
             for error in result.errors or (result.summary,):
                 self._print(f"error: {result.name}: {error}")
             for fix in result.fixes:
-                self._print(f"  fix: {fix}", "  ")
+                self._print(f"  fix: {fix}")
         for error in result.errors:
             self.actions.error(error, title=f"ollama-provision {result.name}")
         if self.actions.enabled:

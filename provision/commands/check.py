@@ -72,9 +72,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         _render_plain(report, out)
     if fits and not args.json:
+        from provision.hardware import speed_range
+
         for name, fit in fits.items():
-            out.line(f"model {name}: {fit['verdict']}" + (f" ({fit['where']})" if fit["where"]
-                                                          else "")
+            speed = fit["tokens_per_second"]
+            out.line(f"model {name}: {fit['verdict']}"
+                     + (f" ({fit['where']})" if fit["where"] else "")
+                     + (f", about {speed_range(tuple(speed))} tokens/s" if speed else "")
                      + (f": {fit['error']}" if fit["error"] else ""))
     if report.server.diagnosis is not None:
         out.diagnosis(report.server.diagnosis)
@@ -103,7 +107,7 @@ def _judge(report: Readiness, server: OllamaServer) -> dict[str, dict[str, Any]]
             "where": fit.where if fit and fit.fits else None,
             "memory": fit.total if fit else None,
             "tokens_per_second": list(fit.tokens_per_second)
-            if fit and fit.tokens_per_second else None,
+            if fit and fit.fits and fit.tokens_per_second else None,
             "error": model.error or ("; ".join(r.message for r in fit.reasons)
                                      if fit and not fit.fits else None),
         }
@@ -163,13 +167,21 @@ def _model_line(m: ModelStatus) -> str:
     return f"model {m.display_name}: present ({', '.join(facts)})"
 
 
+_SOURCE = {"flag": "from --host", "env": "from OLLAMA_HOST", "default": "the default address"}
+
+
+def _models(count: int | None) -> str:
+    return f"{count} model" + ("" if count == 1 else "s")
+
+
 def _render_plain(report: Readiness, out: Output) -> None:
     if report.server.diagnosis is not None:
         state = "unreachable" if report.exit_code == EXIT_UNREACHABLE else "not ready"
         out.line(f"ollama: {state} at {report.address.url}")
         return
     out.line(f"ollama: {report.server.version or 'unknown version'} at {report.address.url} "
-             f"({report.model_count} models) - {'ready' if report.exit_code == 0 else 'not ready'}")
+             f"({_models(report.model_count)}) - "
+             f"{'ready' if report.exit_code == 0 else 'not ready'}")
     for m in report.models:
         out.line(_model_line(m))
 
@@ -185,7 +197,7 @@ def _render_rich(report: Readiness, out: Output) -> None:
     mark = "[bold green]✓[/]" if report.exit_code == 0 else "[bold yellow]![/]"
     console.print(
         f"{mark} Ollama [bold]{report.server.version or '?'}[/] at {report.address.url} "
-        f"[dim]({report.address.describe_source()}, {report.model_count} models)[/]"
+        f"[dim]({_SOURCE[report.address.source]}, {_models(report.model_count)})[/]"
     )
     if not report.models:
         return

@@ -1,4 +1,4 @@
-"""`ollama-provision fleet -i INVENTORY.toml`: the declared models on every host."""
+"""`ollama-provision fleet -f INVENTORY.toml`: the declared models on every host."""
 
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "from the registry and from the other hosts. Exit 0 every host ready, 1 a host is "
         "not ready (named), 2 input error, 3 no host reachable, 130 interrupted.",
     )
-    parser.add_argument("-i", "--inventory", required=True, metavar="FILE",
-                        help="the fleet inventory (TOML): hosts, groups and their models")
+    parser.add_argument("-f", "--file", "-i", "--inventory", dest="inventory", required=True,
+                        metavar="FILE", help="the fleet inventory (TOML): hosts, groups and "
+                        "their models (-i/--inventory: the older spelling)")
     parser.add_argument("--concurrency", type=_at_least_one, metavar="N",
                         help="hosts worked on at once (default: [fleet].concurrency, 256)")
     parser.add_argument("--host-timeout", type=positive_float, metavar="SECONDS",
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         run_fleet,
     )
     from provision.fleet.view import make_view, render_plain, render_rich
-    from provision.output import Output, stream_is_live
+    from provision.output import Output, short_path, stream_is_live
 
     inventory = load_inventory(args.inventory)
     _check_proxies(inventory)
@@ -87,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     concurrency = min(options.concurrency or inventory.concurrency, len(inventory.hosts))
     _allow_sockets(concurrency)
     count = len(inventory.hosts)
-    out.info(f"fleet: {count} host{'s' if count != 1 else ''} from {inventory.source}, "
-             f"{concurrency} at once" + (" (dry run)" if args.dry_run else ""))
+    out.info(f"fleet: {count} host{'s' if count != 1 else ''} from "
+             f"{short_path(inventory.source)}, {concurrency} at once"
+             + (" (dry run)" if args.dry_run else ""))
     terminal = stream_is_live(sys.stderr)
     confirm = _prompt if args.sync and not args.yes and interactive else None
     try:

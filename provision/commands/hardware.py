@@ -291,30 +291,56 @@ def _server_line(report: HardwareReport, emit: Callable[[str], None]) -> None:
         emit(f"server: unreachable at {server.address.url}")
 
 
+def _runs(m: ModelReport) -> str:
+    """Where it would run, in one short cell: gpu, partial 20/41 (layers on the GPU), cpu,
+    no-fit, unknown; `(!)` when that misses --require."""
+    fit = m.fit
+    if fit is None:
+        return "unknown"
+    text = f"partial {fit.layers_on_gpu}/{fit.layers_total}" if fit.verdict == "partial" \
+        else str(fit.verdict)
+    return text if m.meets or not fit.fits else f"{text} (!)"
+
+
 def _render_rich(report: HardwareReport, out: Output) -> None:
+    """The table fits the terminal: one row per model, never a cut name; below 100
+    columns the source is a mark (`~`: a rough estimate) instead of a column."""
     # tens of ms: only for a terminal
     from rich.markup import escape
     from rich.table import Table
 
+    from provision.output import wrap_line
+
     console = out.console
+    width = console.width
     for i, line in enumerate(machine_lines(report.machine)):
-        console.print(f"[bold]{escape(line)}[/]" if i == 0 else escape(line))
-    _server_line(report, lambda text: console.print(escape(text)))
+        line = escape(wrap_line(line, width))
+        console.print(f"[bold]{line}[/]" if i == 0 else line)
+    _server_line(report, lambda text: console.print(escape(wrap_line(text, width))))
     if not report.models:
         return
-    table = Table(box=None, padding=(0, 2), show_edge=False)
-    for header in _HEADERS:
-        table.add_column(header, style="bold" if header == "model" else None)
+    wide = width >= 100
+    headers = ("model", *(("source",) if wide else ()), "size", "context", "memory", "runs",
+               "tokens/s")
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+    for header in headers:
+        table.add_column(header, style="bold" if header == "model" else None, no_wrap=True)
     colour = {"gpu": "green", "partial": "yellow", "cpu": "yellow", "no-fit": "red",
               "unknown": "red"}
+    rough = False
     for m in report.models:
-        cells = [escape(c) for c in _row(m)]
+        name, source, size, context, memory, _, _, speed = _row(m)
+        if not wide and source == "rough":
+            size, rough = f"~{size}", True
         no_fit = m.fit is not None and not m.fit.fits
         tone = colour.get(m.verdict, "") if m.meets or no_fit else "red"
-        cells[6] = f"[{tone}]{cells[6]}[/]"
-        table.add_row(*cells)
+        cells = [name, *((source,) if wide else ()), size, context, memory]
+        table.add_row(*(escape(c) for c in cells), f"[{tone}]{escape(_runs(m))}[/]",
+                      escape(speed))
     console.print()
     console.print(table)
+    if rough:
+        console.print("  ~ a rough estimate (the registry was not read)", style="dim")
     for m in report.models:
         for line in _details(m):
-            console.print(escape(line), highlight=False)
+            console.print(escape(wrap_line(line, width)), highlight=False)

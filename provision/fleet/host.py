@@ -150,7 +150,8 @@ class HostModelResult:
     drift: DriftState | None = None  # as found (None: a custom model)
     digest_before: str | None = None  # weights found on the host
     digest: str | None = None  # weights after the run
-    action: str | None = None  # pulled / updated / unchanged / created; dry run: pull...
+    action: str | None = None  # pulled / updated / unchanged / created; dry run: pull,
+    # pull again, create
     status: HostModelStatus = HostModelStatus.OK
     error: str | None = None
     verification: Verification | None = None
@@ -387,9 +388,12 @@ class HostRun:
             status, action, error = HostModelStatus.OK, None, None
             if pulled.key in pending_keys:
                 # A dry run: a missing model keeps the host from being ready; a stale one
-                # that would be pulled again is there and usable.
+                # that would be pulled again is there and usable. A custom model is
+                # created (from its base, pulled first).
                 status, action = (HostModelStatus.PENDING, "pull") \
                     if found.state == DriftState.MISSING else (HostModelStatus.OK, "pull again")
+                if spec.is_custom:
+                    action = "create"
             elif outcome is not None:
                 action = outcome.status
                 if not outcome.ok:

@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Callable
 from provision.fleet.host import FINAL_STATES, HostResult, HostState, HostStatus
 from provision.fleet.run import FleetResult
 from provision.live import LineLog, LiveView
+from provision.output import wrap_line
 
 if TYPE_CHECKING:  # rich is imported where a terminal is drawn (tens of ms otherwise)
     from rich.console import Console, RenderableType
@@ -25,11 +26,13 @@ _STYLE = {"ready": "green", "not-ready": "bold red", "unreachable": "bold red",
           "timed-out": "bold red", "interrupted": "yellow", "waiting": "dim"}
 
 
-def _facts(result: HostResult) -> list[str]:
-    """What was done or found on a host, in a few words each."""
+def _facts(result: HostResult, *, sync_dry_run: bool = False) -> list[str]:
+    """What was done or found on a host, in a few words each (`sync_dry_run`: the models
+    `--sync` would remove are said so)."""
     facts = []
     for verb, statuses in (("pulled", ("pulled",)), ("updated", ("updated",)),
-                           ("created", ("created",)), ("would pull", ("pull", "pull again"))):
+                           ("created", ("created",)), ("would pull", ("pull", "pull again")),
+                           ("would create", ("create",))):
         names = [m.name for m in result.models if m.action in statuses]
         if names:
             facts.append(f"{verb} {', '.join(names)}")
@@ -39,14 +42,15 @@ def _facts(result: HostResult) -> list[str]:
     if result.removed:
         facts.append(f"removed {', '.join(result.removed)}")
     elif result.undeclared:
-        facts.append(f"undeclared {', '.join(result.undeclared)}")
+        verb = "would remove" if sync_dry_run else "undeclared"
+        facts.append(f"{verb} {', '.join(result.undeclared)}")
     return facts
 
 
-def describe(result: HostResult) -> str:
+def describe(result: HostResult, *, sync_dry_run: bool = False) -> str:
     """One line about a finished host: its state, what changed, the first problem."""
     counts = Counter(m.status for m in result.models)
-    facts = _facts(result)
+    facts = _facts(result, sync_dry_run=sync_dry_run)
     if result.models:
         facts.insert(0, f"{counts['ok'] + counts['changed']}/{len(result.models)} models ok")
     line = f"{result.name}: {result.state}"
@@ -96,8 +100,9 @@ class PlainView(LineLog):
             self._write(summary_line(self.statuses, self.results))
 
     def finished(self, result: HostResult) -> None:
+        """That it finished, as it happens; what it did is the report's line for it."""
         self.results[result.name] = result
-        self._write(describe(result))
+        self._write(f"{result.name}: finished in {result.duration:.1f} s")
 
 
 def _cell_models(status: HostStatus, result: HostResult | None) -> tuple[str, str, str]:
@@ -109,7 +114,8 @@ def _cell_models(status: HostStatus, result: HostResult | None) -> tuple[str, st
         return (str(ok) if result.models else "", str(missing) if missing else "", "")
     models = list(status.models.items())
     ok = sum(1 for _, m in models if m.status == "ok")
-    missing = sum(1 for _, m in models if m.status in ("missing", "failed"))
+    # every model the host does not have yet, those downloading now included
+    missing = sum(1 for _, m in models if m.status in ("missing", "failed", "pulling"))
     pulling = []
     for name, m in models:
         if m.status == "pulling":
@@ -148,9 +154,11 @@ class TerminalView(LiveView):
         from rich.table import Table  # tens of ms: only when a terminal is drawn
         from rich.text import Text  # tens of ms: only when a terminal is drawn
 
-        table = Table(box=None, padding=(0, 2), show_edge=False, expand=False)
+        table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False,
+                      expand=False)
         for column in ("host", "state", "ok", "missing", "pulling", "errors"):
-            table.add_column(column, no_wrap=column != "errors", overflow="ellipsis")
+            table.add_column(column, no_wrap=True, overflow="ellipsis",
+                             min_width=len(column) if column != "host" else None)
         room = max(3, self.console.size.height - 4)
         shown = self.statuses if len(self.statuses) <= room else self._order()[: room - 1]
         for status in shown:
@@ -200,6 +208,8 @@ def drift_lines(result: FleetResult) -> list[str]:
             why = d.registry_error or "weights digest unreadable"
             parts.append(f"not checked on {_hosts(unknown)} ({why})")
         lines.append(f"drift: {d.model}: " + "; ".join(parts))
+    if result.drift and not lines:
+        lines.append("drift: none (every host has the registry's weights of every model)")
     return lines
 
 
@@ -227,8 +237,9 @@ def verdict_line(result: FleetResult) -> str:
 
 
 def render_plain(result: FleetResult, write: Callable[[str], None]) -> None:
+    sync_dry_run = result.options.sync and result.options.dry_run
     for host in result.hosts:
-        write(describe(host))
+        write(describe(host, sync_dry_run=sync_dry_run))
     for line in drift_lines(result):
         write(line)
     stale = any(d.with_state("stale") for d in result.drift)
@@ -238,22 +249,35 @@ def render_plain(result: FleetResult, write: Callable[[str], None]) -> None:
 
 
 def render_rich(result: FleetResult, console: Console) -> None:
+    """The report: one table, a row per host (counts); then each host's note (what was
+    done, or its first problem) on lines of its own, wrapped to the terminal: a table
+    cell would cut it."""
     from rich.table import Table  # tens of ms: only when a terminal is drawn
     from rich.text import Text  # tens of ms: only when a terminal is drawn
 
-    table = Table(box=None, padding=(0, 2), show_edge=False)
-    for column in ("host", "state", "ok", "changed", "failed", "stale", "note"):
-        table.add_column(column)
+    sync_dry_run = result.options.sync and result.options.dry_run
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+    for column in ("host", "state", "ok", "changed", "failed", "stale"):
+        table.add_column(column, no_wrap=True)
+    notes = []
     for host in result.hosts:
         counts = Counter(m.status for m in host.models)
         stale = sum(1 for m in host.models if m.drift == "stale" and m.action is None)
-        note = host.errors[0] if host.errors else "; ".join(_facts(host))
         table.add_row(host.name, Text(host.state, style=_STYLE.get(host.state, "")),
                       str(counts["ok"]), str(counts["changed"] or ""),
-                      str((counts["failed"] + counts["pending"]) or ""), str(stale or ""),
-                      Text(note))
+                      str((counts["failed"] + counts["pending"]) or ""), str(stale or ""))
+        note = host.errors[0] if host.errors else "; ".join(
+            _facts(host, sync_dry_run=sync_dry_run))
+        if note:
+            notes.append((host, note))
     console.print(table)
+    for host, note in notes:
+        style = "red" if host.errors else ""
+        console.print(Text(wrap_line(f"{host.name}: {note}", console.width), style=style))
     for line in drift_lines(result):
-        console.print(Text(line, style="yellow"))
+        console.print(Text(wrap_line(line, console.width), style="yellow"))
+    stale = any(d.with_state("stale") for d in result.drift)
+    if stale and not result.options.upgrade:
+        console.print("hint: --upgrade pulls the stale models again")
     mark = "green" if result.ready else "bold red"
-    console.print(Text(verdict_line(result), style=mark))
+    console.print(Text(wrap_line(verdict_line(result), console.width), style=mark))

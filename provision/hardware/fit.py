@@ -151,6 +151,7 @@ def server_settings(needs: ModelNeeds, machine: Machine, *, num_ctx: int | None 
     env = os.environ if environ is None else environ
     notes: list[str] = []
     version = parse_version(server_version)
+    asked = True  # a context someone set, as opposed to the version's default
     if num_ctx:
         ctx, source = num_ctx, "--num-ctx"
     elif needs.num_ctx_param:
@@ -158,12 +159,14 @@ def server_settings(needs: ModelNeeds, machine: Machine, *, num_ctx: int | None 
     elif _env_int(env, "OLLAMA_CONTEXT_LENGTH"):
         ctx, source = _env_int(env, "OLLAMA_CONTEXT_LENGTH"), "OLLAMA_CONTEXT_LENGTH"
     else:
+        asked = False
         ctx, source = default_num_ctx(version, machine.vram_total)
         if version is None:
             source += " (server version unknown: newest rule)"
     if needs.arch.context_length and ctx > needs.arch.context_length:
-        notes.append(f"num_ctx {ctx} is more than the model was trained for: Ollama uses "
-                     f"{needs.arch.context_length}")
+        if asked:  # a default beyond it is capped by Ollama without a word: so here
+            notes.append(f"num_ctx {ctx} is more than the model was trained for: Ollama "
+                         f"uses {needs.arch.context_length}")
         ctx = needs.arch.context_length
     parallel = max(_env_int(env, "OLLAMA_NUM_PARALLEL") or 1, 1)
     if needs.arch.embedding_model:

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from provision.errors import EXIT_NOT_READY, ProvisionError
+from provision.errors import EXIT_NOT_READY, ProvisionError, UsageError
 from provision.http import Timeouts, client, deadline, json_body, json_loads
 from provision.loopback import is_loopback_host
 from provision.names import DEFAULT_HOST, ModelName
@@ -73,8 +73,14 @@ class ModelConfig:
 def registry_base_url(name: ModelName, *, insecure: bool = False,
                       environ: dict[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
-    if name.host.lower() == DEFAULT_HOST and env.get(REGISTRY_ENV):
-        return env[REGISTRY_ENV].rstrip("/")
+    mirror = env.get(REGISTRY_ENV, "").strip()
+    if name.host.lower() == DEFAULT_HOST and mirror:
+        scheme, sep, rest = mirror.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise UsageError(f"{REGISTRY_ENV}={printable(mirror[:80])} is not a registry URL",
+                             hint="give one like https://registry.example.com or "
+                             "http://127.0.0.1:5000 (a plain-HTTP mirror)")
+        return mirror.rstrip("/")
     scheme = "http" if insecure else "https"
     return f"{scheme}://{name.host}"
 
@@ -214,8 +220,10 @@ class RegistryClient:
         response, content = self._get(name, f"/v2/{name.repository}/manifests/{name.tag}",
                                       {"Accept": MANIFEST_ACCEPT})
         if response.status_code == 404:
+            asked = registry_base_url(name, insecure=self.insecure,
+                                      environ=self.environ).split("://", 1)[1]
             raise RegistryError(
-                f"{name.short} is not in the registry ({name.host}): check the model name "
+                f"{name.short} is not in the registry ({asked}): check the model name "
                 "and tag",
                 status=404,
                 hint=f"available tags: https://ollama.com/library/{name.model}/tags"

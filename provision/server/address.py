@@ -56,8 +56,9 @@ def _bracket(host: str) -> str:
 
 
 def _strip(value: str) -> str:
-    # Ollama's envconfig.Var: trim spaces, then quotes.
-    return value.strip().strip("\"'")
+    # Ollama's envconfig.Var trims spaces, then quotes; envconfig.Host trims spaces again
+    # (`OLLAMA_HOST='"127.0.0.1:11500 "'` is 127.0.0.1:11500 to it).
+    return value.strip().strip("\"'").strip()
 
 
 # A host name (RFC 1123 labels, and `_` which some internal names use) or an IPv4 address;
