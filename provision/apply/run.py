@@ -548,8 +548,9 @@ class _Run:
                               + "; ".join(result.warnings))
             written = [short_path(f.path) for f in result.files if f.changed]
             verb = "would write" if self.options.dry_run else "wrote"
+            kept = [short_path(f.path) for f in result.files if Path(f.path).exists()]
             summary = (f"{verb} {', '.join(written)}; use: {result.usage}" if written
-                       else f"{short_path(result.path)} unchanged")
+                       else f"{', '.join(kept or [short_path(result.path)])} unchanged")
             status = FAILED if errors else (CHANGED if written else OK)
             return Done(status, summary, data, errors)
 

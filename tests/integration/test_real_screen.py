@@ -28,7 +28,7 @@ from tests.screen import (
     run_plain,
     terminal_env,
 )
-from tests.ux_support import SIZE_IDS, open_item
+from tests.ux_support import SIZE_IDS
 
 RATE = 200e3  # bytes per second through the front: tiny takes about 1.3 s
 
@@ -62,14 +62,6 @@ def real_pull(empty_server: RealOllama, slow_tiny: str,
     return run
 
 
-# Now and then (1 run in 6 here) the `resumed` line, printed from the pull's thread while
-# the bars redraw, lands on the bars' last row and a stale copy of the bars stays on the
-# screen for good: item 1's race, without any help. Not strict until item 1 is fixed.
-RACE = pytest.mark.xfail(strict=False, reason="issue 13 item 1: now and then the race "
-                         "garbles the screen (a line printed over the bars, a stale copy)")
-
-
-@RACE
 @pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_real_pull_on_a_terminal(real_pull, slow_tiny: str, columns: int, rows: int) -> None:
     run = real_pull(columns, rows)
@@ -80,7 +72,6 @@ def test_real_pull_on_a_terminal(real_pull, slow_tiny: str, columns: int, rows: 
     assert_moves(run)
 
 
-@open_item("13", "the outcome is printed twice: the finished bar and the summary line")
 @pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_real_pull_says_the_outcome_once(real_pull, slow_tiny: str, columns: int,
                                          rows: int) -> None:
@@ -89,9 +80,6 @@ def test_real_pull_says_the_outcome_once(real_pull, slow_tiny: str, columns: int
     assert len([row for row in run.output if slow_tiny in row]) == 1, run.describe()
 
 
-@open_item("6", "a fresh pull is announced as `resumed at 65.5/253.4 KB (25%) ... not "
-           "restarted` and `resumed a partial download`: a real Ollama's first progress line "
-           "comes after its first 60 ms tick, with bytes already done")
 @pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_real_fresh_pull_claims_no_resume(real_pull, columns: int, rows: int) -> None:
     run = real_pull(columns, rows)
@@ -99,18 +87,13 @@ def test_real_fresh_pull_claims_no_resume(real_pull, columns: int, rows: int) ->
     assert "resumed" not in run.text, run.describe()
 
 
-@pytest.mark.parametrize(("columns", "rows"), [
-    pytest.param(80, 24, marks=open_item("13", "the final lines wrap (rich wraps them, the "
-                                         "terminal does not have to)")),
-    pytest.param(120, 40, marks=RACE)], ids=SIZE_IDS)
+@pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
 def test_real_pull_lines_do_not_wrap(real_pull, columns: int, rows: int) -> None:
     run = real_pull(columns, rows)
     loose = [row for row in run.output if row and not row.startswith(("✓ ", "↻ ", "! ", "✗ "))]
     assert not loose, run.describe()
 
 
-@open_item("1", "the finished model's line, printed while the bars redraw, clears the bars' "
-           "area twice and erases the lines above")
 def test_real_pull_keeps_the_lines_above_on_a_busy_machine(real_pull, slow_tiny: str) -> None:
     run = real_pull(120, 40, PREEMPTED_PRINTS)
     assert run.code == 0, run.describe()
@@ -131,8 +114,6 @@ def fleet_hosts(ollama_dist: Path,
                 ACTIVE.remove(srv)
 
 
-@open_item("11", "without a terminal each host's line is printed twice (stderr as it "
-           "finishes, stdout in the report): a CI log shows both")
 def test_real_fleet_log_says_each_host_once(fleet_hosts: list[RealOllama], slow_tiny: str,
                                             user_env: dict[str, str], tmp_path: Path) -> None:
     inventory = tmp_path / "fleet.toml"
