@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+LOG_EVERY = 10.0  # seconds between a slow wait's lines in a log
 
 
 class LiveView:
@@ -143,6 +145,30 @@ class Activity(LiveView):
         line.append(f"  {elapsed:.0f} s", style="dim")
         line.truncate(max(1, self.console.width - 1), overflow="ellipsis")
         return line
+
+
+@contextlib.contextmanager
+def activity(text: str, *, live: bool, console: Callable[[], Console],
+             write: Callable[[str], None], indent: str = "",
+             clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[str], None]]:
+    """Something that may take more than 2 s and shows no progress of its own. `live` (a
+    terminal): an `Activity` line on `console()` until it ends; else (a log) `text` is
+    written as the start line, and what `update(text)` says about every LOG_EVERY
+    seconds. Yields `update`; the caller writes how it ended."""
+    if live:
+        shown = Activity(console(), text, indent=indent, clock=clock)
+        with shown:
+            yield shown.update
+        return
+    write(text)
+    last = [clock()]
+
+    def update(now_text: str) -> None:
+        if clock() - last[0] >= LOG_EVERY:
+            last[0] = clock()
+            write(now_text)
+
+    yield update
 
 
 def _quiet_control_echo() -> Callable[[], None]:

@@ -7,13 +7,16 @@ imported only when a terminal view is actually drawn.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 import textwrap
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable
 
+from provision.live import activity
 from provision.result import CommandResult
 
 if TYPE_CHECKING:
@@ -75,6 +78,19 @@ class Output:
         if hint:
             print(f"hint: {hint}", file=self.stderr, flush=True)
 
+    @contextlib.contextmanager
+    def activity(self, text: str) -> Iterator[Callable[[str], None]]:
+        """Something that may take more than 2 s and shows no progress of its own: on a
+        terminal (stderr) a spinner with `text` and the seconds so far, gone when it ends;
+        in a log `text` as its start line, then what `update(text)` says about every 10 s
+        (what the command prints next is its end)."""
+        if self.quiet:
+            yield _ignore
+            return
+        with activity(text, live=stream_is_live(self.stderr), console=lambda: self.err_console,
+                      write=self.info) as update:
+            yield update
+
     # stdout: results
     def line(self, text: str = "") -> None:
         if not self.quiet:
@@ -112,6 +128,10 @@ class Output:
                 file=self.stderr, force_terminal=stream_is_terminal(self.stderr), highlight=False
             )
         return self._err_console
+
+
+def _ignore(text: str) -> None:
+    pass
 
 
 def human_bytes(n: float) -> str:

@@ -214,13 +214,21 @@ def test_without_model_the_profiles_model_is_kept(capsys, make_ollama, tmp_path)
     assert doc["model"] == "qwen2.5:14b" and doc["files"][1]["status"] == "unchanged"
 
 
-def test_without_any_model_codex_default_is_used_and_said(capsys, make_ollama,
-                                                          tmp_path) -> None:
-    srv = make_ollama()
+def test_without_any_model_the_servers_own_is_used_or_asked_for(capsys, make_ollama,
+                                                                tmp_path) -> None:
+    """No MODEL and no profile naming one: the server's only chat model; with none or
+    several, exit 2 saying what to name, nothing written (issue 13: Codex's own default
+    `gpt-oss:20b` was written, a model the server did not have)."""
     home = home_with(tmp_path)
-    code, doc = _run(capsys, srv, home)
-    assert doc["model"] == "gpt-oss:20b"
-    assert any("no MODEL given" in w for w in doc["warnings"])
+    code, out, err = run_config(capsys, "--host", make_ollama().url, "--codex-home",
+                                str(home), "--no-validate")
+    assert code == 2 and "has no model for Codex yet" in err and list(home.iterdir()) == []
+    two = make_ollama(installed=["llama3.2:1b", "qwen2.5:0.5b"])
+    code, out, err = run_config(capsys, "--host", two.url, "--codex-home", str(home),
+                                "--no-validate")
+    assert code == 2 and "llama3.2:1b, qwen2.5:0.5b" in err and list(home.iterdir()) == []
+    code, doc = _run(capsys, make_ollama(installed=["llama3.2:1b"]), home)
+    assert doc["model"] == "llama3.2:1b" and not doc["warnings"]
 
 
 def test_a_model_missing_on_the_server_is_pointed_out(capsys, make_ollama, tmp_path) -> None:

@@ -4,27 +4,23 @@ ends (the reason first, then the fixes), or a GitHub Actions group with failures
 
 On a terminal the lines are wrapped at its width under their own indent, and a slow
 wait within a step (`activity`) shows a live line meanwhile; in a log it gets a start
-line and, while it lasts, a line about every `LOG_EVERY` seconds.
+line and, while it lasts, a line about every 10 s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Callable
 
 from provision.apply.result import StepResult, StepStatus
 from provision.github import Actions
-from provision.live import Activity
+from provision.live import activity
 from provision.output import wrap_line
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-LOG_EVERY = 10.0  # seconds between a slow wait's lines in a log
-
 
 class StepLog:
     def __init__(self, stream: IO[str], *, quiet: bool, actions: Actions,
@@ -89,24 +85,13 @@ class StepLog:
     def activity(self, text: str) -> Iterator[Callable[[str], None]]:
         """Something slow within a step that shows no progress of its own: on a terminal a
         live line (spinner, `text`, seconds) until it ends; in a log `text` at once, then
-        what `update` says about every LOG_EVERY seconds. The caller logs how it ended."""
+        what `update` says about every 10 s. The caller logs how it ended."""
         if self.quiet:
             yield _ignore
             return
-        if not self.terminal:
-            self.info(text)
-            last = [time.monotonic()]
-
-            def update(now_text: str) -> None:
-                if time.monotonic() - last[0] >= LOG_EVERY:
-                    last[0] = time.monotonic()
-                    self.info(now_text)
-
+        with activity(text, live=self.terminal, console=lambda: self.console,
+                      write=self.info, indent="    ") as update:
             yield update
-            return
-        shown = Activity(self.console, text, indent="    ")
-        with shown:
-            yield shown.update
 
 
 def _ignore(text: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import time
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -60,11 +60,19 @@ def run(args: argparse.Namespace) -> int:
     seconds = DEADLINE_S + args.wait + (HARDWARE_PER_MODEL_S * len(names) if args.hardware
                                         else 0.0)
     with deadline(seconds, "the whole check"), OllamaServer(address) as server:
-        report = check_readiness(
-            server, names, wait=args.wait, min_version=args.min_version,
-            on_wait=_waiting_printer(out) if args.wait else None,
-        )
-        fits = _judge(report, server) if args.hardware and report.server.reachable else {}
+        with contextlib.ExitStack() as shown:
+            update = shown.enter_context(out.activity(
+                f"waiting for Ollama at {address.url} (up to {args.wait:g} s)")) \
+                if args.wait else None
+            report = check_readiness(
+                server, names, wait=args.wait, min_version=args.min_version,
+                on_wait=_waiting_printer(update) if update else None,
+            )
+        fits = {}
+        if args.hardware and report.server.reachable and names:
+            with out.activity(f"judging {len(names)} model{'s' if len(names) != 1 else ''} "
+                              "against this machine"):
+                fits = _judge(report, server)
     if args.json:
         out.emit_result(to_result(report, fits))
     elif out.terminal:
@@ -114,16 +122,13 @@ def _judge(report: Readiness, server: OllamaServer) -> dict[str, dict[str, Any]]
     return result
 
 
-def _waiting_printer(out: Output) -> Callable[[ServerFacts, float], None]:
-    last: dict[str, Any] = {"kind": None, "at": 0.0}
-
+def _waiting_printer(update: Callable[[str], None]) -> Callable[[ServerFacts, float], None]:
+    """What the server says while check waits for it: the live line on a terminal, a line
+    about every 10 s in a log."""
     def on_wait(facts: ServerFacts, remaining: float) -> None:
-        kind = facts.diagnosis.kind if facts.diagnosis else None
-        now = time.monotonic()
-        if facts.diagnosis and (kind != last["kind"] or now - last["at"] >= 10):
-            out.info(f"waiting for Ollama at {facts.address.url}: "
-                     f"{facts.diagnosis.message} ({remaining:.0f} s left)")
-            last.update(kind=kind, at=now)
+        if facts.diagnosis:
+            update(f"waiting for Ollama at {facts.address.url}: {facts.diagnosis.message} "
+                   f"({remaining:.0f} s left)")
 
     return on_wait
 

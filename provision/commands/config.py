@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from provision.commands import common_options
 from provision.errors import EXIT_OK, UsageError
+from provision.output import short_path
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -33,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "not ready for it, 2 input error (bad flag, invalid or read-only file).",
     )
     parser.add_argument("model", nargs="?", metavar="MODEL",
-                        help="the model Codex should use (default: the server's model when "
-                        "it has one; with several, name one)")
+                        help="the model Codex should use (default: the profile's, else the "
+                        "server's model when it has one; with several, name one)")
     parser.add_argument("--client", default="codex", metavar="NAME",
                         help="the tool to configure: codex (default), dbgpt (its TOML, "
                         "named with --output); see `env` for tools that read variables")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Output(json_mode=args.json, quiet=args.quiet)
     request = CodexConfigRequest(
-        model=args.model or _servers_model(args.host), host=args.host,
+        model=args.model, host=args.host,
         output=Path(args.output) if args.output else None, format=args.format,
         codex_version=args.codex_version, profile=args.profile,
         provider_id=args.provider_id, set_default=args.set_default,
@@ -99,34 +100,6 @@ def run(args: argparse.Namespace) -> int:
     if result.validation.status in ("fail", "rolled-back"):
         out.error(f"Codex does not load the config: {result.validation.message}")
     return result.exit_code
-
-
-def _servers_model(host: str | None) -> str:
-    """No MODEL given: the one model the server has that can chat (a model that only
-    embeds is no model for Codex); with several, the user names one (exit 2)."""
-    from provision.server import OllamaServer, ServerError, resolve_host
-
-    address = resolve_host(host)
-    how = "name it: ollama-provision config MODEL"
-    with OllamaServer(address) as server:
-        facts = server.probe()
-        if facts.diagnosis is not None:
-            raise UsageError(f"which model should Codex use? The server at {address.url} "
-                             f"cannot tell: {facts.diagnosis.message}", hint=how)
-        try:
-            names = [m.name for m in server.tags().models]
-            chat = [n for n in names if not ((show := server.show(n)) and show.is_embedding)]
-        except ServerError as exc:
-            raise UsageError(f"which model should Codex use? The server at {address.url} "
-                             f"cannot list its models: {exc.reason}", hint=how) from None
-    if len(chat) == 1:
-        return chat[0].short
-    if not chat:
-        raise UsageError(f"the server at {address.url} has no model for Codex yet",
-                         hint="pull one first (ollama-provision pull MODEL), then run this "
-                         "again, or " + how)
-    raise UsageError(f"which model should Codex use? The server at {address.url} has "
-                     f"{len(chat)}: {', '.join(n.short for n in chat)}", hint=how)
 
 
 def to_result(result: CodexConfigResult) -> CommandResult:
@@ -197,8 +170,10 @@ def _render(result: CodexConfigResult, out: Output) -> None:
             if f.changed:
                 out.line(f.diff.rstrip("\n"))
     for f in result.files:
-        backup = f" (backup: {f.backup})" if f.backup else ""
-        out.line(f"{f.status}: {f.path}{backup}")
+        if f.status == "unchanged" and not Path(f.path).exists():
+            continue  # not needed, not written (an empty config.toml beside a profile)
+        backup = f" (backup: {short_path(f.backup)})" if f.backup else ""
+        out.line(f"{f.status}: {short_path(f.path)}{backup}")
     for migration in result.migrations:
         out.line(f"migrated: {migration}")
     validation = result.validation
@@ -267,7 +242,7 @@ def _render_client(outcome: ConfigOutcome, out: Output, url: str) -> None:
     f = outcome.file
     if outcome.dry_run and f.changed:
         out.line(f.diff.rstrip("\n"))
-    backup = f" (backup: {f.backup})" if f.backup else ""
-    out.line(f"{f.status}: {f.path}{backup}")
+    backup = f" (backup: {short_path(f.backup)})" if f.backup else ""
+    out.line(f"{f.status}: {short_path(f.path)}{backup}")
     if not outcome.dry_run:
         out.line(f"use it: {outcome.usage}")

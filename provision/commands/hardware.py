@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from provision.commands import common_options, whole_number
-from provision.output import human_bytes
+from provision.output import human_bytes, short_path
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as owned:
         if server is not None:
             owned.enter_context(server)
+        if names and not args.offline:  # registry reads: seconds on a slow link
+            count = f"{len(names)} model{'s' if len(names) != 1 else ''}"
+            owned.enter_context(out.activity(f"judging {count} (what each needs: from the "
+                                             "server, else the registry)"))
         report = assess(names, machine, server=server, num_ctx=args.num_ctx,
                         require=args.require, server_version=version, offline=args.offline,
                         insecure=args.insecure,
@@ -208,7 +212,8 @@ def machine_lines(machine: Machine) -> list[str]:
     if disk.free is not None and disk.source == "assumed":
         lines.append(f"  disk: {_gib(disk.free)} free (assumed)")
     elif disk.free is not None:
-        lines.append(f"  disk: {_gib(disk.free)} free in {disk.path} ({disk.described})")
+        lines.append(f"  disk: {_gib(disk.free)} free in {short_path(disk.path)} "
+                     f"({disk.described})")
     else:
         lines.append("  disk: unknown (" + ("remote server" if disk.source == "remote"
                                              else "not given") + ")")

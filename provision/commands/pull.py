@@ -21,7 +21,7 @@ from provision.errors import (
     ProvisionError,
     UsageError,
 )
-from provision.output import human_bytes, stream_is_live
+from provision.output import human_bytes, short_path, stream_is_live
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -231,8 +231,10 @@ def _dry_run(out: Output, server: OllamaServer, names: list[ModelName],
              options: PullOptions, about: dict[str, Any]) -> int:
     from provision.models import build_plan
 
-    plan = build_plan(names, server, server.tags(), force=options.force,
-                      insecure=options.insecure)
+    with out.activity(f"reading the registry for {len(names)} "
+                      f"model{'s' if len(names) != 1 else ''}"):
+        plan = build_plan(names, server, server.tags(), force=options.force,
+                          insecure=options.insecure)
     exit_code = EXIT_OK if plan.ok else EXIT_NOT_READY
     if out.json_mode:
         out.emit_result(plan_result(plan, about, exit_code))
@@ -242,7 +244,7 @@ def _dry_run(out: Output, server: OllamaServer, names: list[ModelName],
         if model.error:
             out.error(model.error, model.hint)
     if plan.fits is False and plan.disk is not None:
-        out.error(f"not enough disk space at {plan.disk.path}: the pull needs "
+        out.error(f"not enough disk space at {short_path(plan.disk.path)}: the pull needs "
                   f"{human_bytes(plan.download)}, {human_bytes(plan.disk.free_bytes or 0)} "
                   "is free", "free space there, or set OLLAMA_MODELS (in the server's "
                   "environment) to a bigger disk and restart the server")
@@ -300,8 +302,9 @@ def _render_plan(out: Output, plan: DownloadPlan) -> None:
     if plan.disk is None:
         out.line("disk: the server is remote, its free space is not known here")
     elif plan.disk.free_bytes is None:
-        out.line(f"disk: free space at {plan.disk.path} unknown ({plan.disk.described})")
+        out.line(f"disk: free space at {short_path(plan.disk.path)} unknown "
+                 f"({plan.disk.described})")
     else:
         verdict = "fits" if plan.fits else "DOES NOT FIT"
-        out.line(f"disk: {human_bytes(plan.disk.free_bytes)} free at {plan.disk.path} "
+        out.line(f"disk: {human_bytes(plan.disk.free_bytes)} free at {short_path(plan.disk.path)} "
                  f"({plan.disk.described}): {verdict}")

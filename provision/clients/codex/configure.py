@@ -52,7 +52,7 @@ FORMATS = ("auto", "codex", FORM_SEED)
 
 @dataclass(frozen=True)
 class CodexConfigRequest:
-    model: str | None = None  # None: keep the profile's model, else Codex's default
+    model: str | None = None  # None: the profile's, else the server's only model
     host: str | None = None  # like --host; None: OLLAMA_HOST, else the default address
     server: OllamaServer | None = None  # the server (apply's: probed already); None: `host`
     output: Path | None = None  # a standalone file instead of $CODEX_HOME/config.toml
@@ -205,8 +205,8 @@ def _configure(request: CodexConfigRequest, env: dict[str, str], ollama: OllamaS
         )
 
     if request.dry_run:
-        pending, plan = _prepare(choice, release, server, config_path, request, model, auth,
-                                 fmt)
+        pending, plan = _prepare(choice, release, ollama, server, config_path, request,
+                                 model, auth, fmt)
         files = tuple(_file_result(p, None, dry_run=True) for p in pending)
         for p in pending:
             if p.old != p.new and p.state.exists and not p.state.writable:
@@ -214,8 +214,8 @@ def _configure(request: CodexConfigRequest, env: dict[str, str], ollama: OllamaS
         validation = Validation("skipped", message="dry run")
     else:
         with safe_file.locked(config_path):
-            pending, plan = _prepare(choice, release, server, config_path, request, model,
-                                     auth, fmt)
+            pending, plan = _prepare(choice, release, ollama, server, config_path, request,
+                                     model, auth, fmt)
             files, validation = _commit(pending, release, target, plan, request, home, env,
                                         fmt)
     if not request.model_coming and _model_missing(ollama, server, model or plan.model, fmt):
@@ -333,16 +333,17 @@ def _read(path: Path) -> tuple[safe_file.FileState, str, dict[str, Any]]:
 
 
 def _prepare(
-    choice: Choice, release: CodexRelease, server: ServerFacts, config_path: Path,
-    request: CodexConfigRequest, model: str | None, auth: Auth, fmt: str,
+    choice: Choice, release: CodexRelease, ollama: OllamaServer, server: ServerFacts,
+    config_path: Path, request: CodexConfigRequest, model: str | None, auth: Auth, fmt: str,
 ) -> tuple[list[_Pending], ConfigEdits]:
     config_state, config_text, config_data = _read(config_path)
     profile_path = config_path.parent / f"{request.profile}.config.toml"
     uses_file = (fmt != FORM_SEED and release.profile_files and not request.set_default)
     profile_read = _read(profile_path) if uses_file else None
     plan = config_edits(choice, release, server, config_data,
-                      profile_read[2] if profile_read else None, model=model,
-                      profile=request.profile, set_default=request.set_default, auth=auth)
+                        profile_read[2] if profile_read else None, model=model,
+                        pick_model=lambda: servers_model(ollama, server),
+                        profile=request.profile, set_default=request.set_default, auth=auth)
     role = "output" if request.output is not None else "config"
     config = _pending(config_state, role, config_text, plan.config_ops)
     pending = [config]
@@ -506,6 +507,30 @@ def _skip_reason(target: CodexTarget, request: CodexConfigRequest, fmt: str) -> 
         return (f"the installed Codex is {target.installed_version}, not the "
                 f"--codex-version {target.version} written for")
     return ""
+
+
+def servers_model(ollama: OllamaServer, server: ServerFacts) -> str:
+    """No MODEL given and no profile naming one: the one model the server has that can
+    chat (a model that only embeds is no model for Codex); else an input error (exit 2)
+    that says what to name."""
+    how = "name it: ollama-provision config MODEL"
+    url = server.address.url
+    if server.diagnosis is not None:
+        raise UsageError(f"which model should Codex use? The server at {url} cannot tell: "
+                         f"{server.diagnosis.message}", hint=how)
+    try:
+        names = [m.name for m in ollama.tags().models]
+        chat = [n for n in names if not ((show := ollama.show(n)) and show.is_embedding)]
+    except ServerError as exc:
+        raise UsageError(f"which model should Codex use? The server at {url} cannot list "
+                         f"its models: {exc.reason}", hint=how) from None
+    if len(chat) == 1:
+        return chat[0].short
+    if not chat:
+        raise UsageError(f"the server at {url} has no model for Codex yet",
+                         hint=f"pull one first (ollama-provision pull MODEL), or {how}")
+    raise UsageError(f"which model should Codex use? The server at {url} has {len(chat)}: "
+                     f"{', '.join(sorted(n.short for n in chat))}", hint=how)
 
 
 def _model_missing(ollama: OllamaServer, server: ServerFacts, model: str | None,

@@ -9,7 +9,7 @@ numerically, and an unknown or unparseable version means the newest behaviour.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,7 +34,6 @@ NEWEST_KNOWN = (0, 169, 0)
 OLLAMA_ID = "ollama"
 RESERVED_IDS = frozenset({"openai", "ollama", "lmstudio"})  # Codex's built-ins (0.115+ refuses)
 DEFAULT_PROFILE = "ollama"
-DEFAULT_MODEL = "gpt-oss:20b"  # what Codex itself uses with its Ollama provider (`--oss`)
 PROVIDER_KEYS = ("name", "base_url", "wire_api")  # the seed table
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # Codex's rule for --profile; safe as a file name
@@ -285,6 +284,7 @@ def config_edits(
     profile_file: Mapping[str, Any] | None,
     *,
     model: str | None,
+    pick_model: Callable[[], str],
     profile: str,
     set_default: bool,
     auth: Auth = Auth(),
@@ -292,6 +292,7 @@ def config_edits(
     """The edits to config.toml (and NAME.config.toml) for this choice, migrations included.
 
     `config` / `profile_file`: what those files hold now (parsed; empty when missing).
+    `model` None: the profile's model, else `pick_model()` (which may refuse: exit 2).
     """
     ops: list[Op] = []
     migrations: list[str] = []
@@ -321,10 +322,7 @@ def config_edits(
         current = (profile_file or {}).get("model") or (legacy or {}).get("model")
     else:
         current = (legacy or {}).get("model")
-    chosen_model = model or (current if isinstance(current, str) else None)
-    if chosen_model is None:
-        chosen_model = DEFAULT_MODEL
-        warnings.append(f"no MODEL given: using {DEFAULT_MODEL}, Codex's own default for Ollama")
+    chosen_model = model or (current if isinstance(current, str) else None) or pick_model()
     wanted = {"model": chosen_model, "model_provider": choice.provider_id}
 
     if set_default:
