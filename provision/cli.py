@@ -16,7 +16,7 @@ import sys
 from provision import __version__
 from provision.errors import EXIT_INTERRUPTED, ProvisionError
 from provision.interrupts import signals_interrupt
-from provision.output import Output
+from provision.output import Output, print_wrapped
 from provision.result import CommandResult
 
 COMMANDS = ("check", "pull", "config", "env", "hardware", "apply", "fleet", "bundle")
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         with signals_interrupt():
             return int(args.run(args))
     except ProvisionError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print_wrapped(f"error: {exc.message}", sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print_wrapped(f"hint: {exc.hint}", sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if getattr(args, "json", False):  # the commands with partial results print their own

@@ -68,15 +68,15 @@ class Output:
     # stderr: messages, warnings, guidance
     def info(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=self.stderr, flush=True)
+            print_wrapped(message, self.stderr)
 
     def warn(self, message: str) -> None:
-        print(f"warning: {message}", file=self.stderr, flush=True)
+        print_wrapped(f"warning: {message}", self.stderr)
 
     def error(self, message: str, hint: str | None = None) -> None:
-        print(f"error: {message}", file=self.stderr, flush=True)
+        print_wrapped(f"error: {message}", self.stderr)
         if hint:
-            print(f"hint: {hint}", file=self.stderr, flush=True)
+            print_wrapped(f"hint: {hint}", self.stderr)
 
     @contextlib.contextmanager
     def activity(self, text: str) -> Iterator[Callable[[str], None]]:
@@ -94,7 +94,7 @@ class Output:
     # stdout: results
     def line(self, text: str = "") -> None:
         if not self.quiet:
-            print(text, file=self.stdout, flush=True)
+            print_wrapped(text, self.stdout)
 
     def diagnosis(self, diagnosis: Any) -> None:
         """Why the server is not usable, and what to do: on stderr, in every mode."""
@@ -132,6 +132,22 @@ class Output:
 
 def _ignore(text: str) -> None:
     pass
+
+
+def terminal_columns(stream: IO[str]) -> int | None:
+    """The columns of the terminal `stream` is (None: not a terminal, a log)."""
+    if not stream_is_live(stream):
+        return None
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+def print_wrapped(text: str, stream: IO[str]) -> None:
+    """A line, wrapped under its own indent on a terminal (see `wrap_line`)."""
+    print("\n".join(wrap_line(line, terminal_columns(stream)) for line in text.split("\n")),
+          file=stream, flush=True)
 
 
 def human_bytes(n: float) -> str:

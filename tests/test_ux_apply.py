@@ -1,9 +1,7 @@
 """`apply` as a new user sees it (issue 13): on a terminal of 80x24 and 120x40, and in a
 CI log, against the test double.
 
-Each test states one thing a user notices. Those today's tool gets wrong are marked
-`xfail(strict=True)` with the item of issue 13 they hold; fixing the item makes them pass
-(and the marker must go). The rest guard what already works.
+Each test states one thing a user notices, grouped by the item of issue 13 it holds.
 """
 
 from __future__ import annotations
@@ -412,3 +410,22 @@ def test_a_log_gets_no_escape_codes(home: Path) -> None:
     assert run.code == 0, run.describe()
     assert_no_escapes(run.out + run.err)
     assert_start_and_end(run, "pulling llama3.2:1b", "changed: pulled llama3.2:1b")
+
+
+def test_quiet_apply_says_only_the_failure_reason_first(stopped, home: Path) -> None:
+    """-q: only errors; still the reason, then what to do."""
+    run = run_plain("apply", "-q", "-f", manifest(home, SMALL), "--wait", "0", env=stopped)
+    assert run.code == 3, run.describe()
+    assert run.out == "", run.describe()
+    lines = run.err.splitlines()
+    assert lines[0].startswith("error: check: Ollama is installed"), run.describe()
+    assert lines[1].startswith("  fix: add --start"), run.describe()
+    assert not [line for line in lines if line.startswith(("==>", "    ok:"))]
+
+
+def test_dry_run_does_not_send_the_user_to_pull_what_apply_pulls(coders, home: Path) -> None:
+    """The Codex step of a dry run: the model is not on the server yet, but apply pulls
+    it: no `pull it (ollama-provision pull ...)` (one story)."""
+    run = run_plain("apply", "--dry-run", "--assume", SLOW_CPU, env=user_env(home, coders))
+    assert run.code == 0, run.describe()
+    assert "ollama-provision pull" not in run.err, run.describe()

@@ -1,7 +1,7 @@
 """The command line and its documentation as a new user meets them (issue 13): the README
 pasted as written, flags that mean one thing everywhere, usage errors, the server's
-address as Ollama reads it, what `check` says, and Codex's messages. Marked
-`xfail(strict=True)`: what today's tool gets wrong, by item of issue 13.
+address as Ollama reads it, what `check` and `config` say, and the rules for every
+command (movement while it waits, nothing wider than the terminal).
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.double import OllamaTestServer, free_port
-from tests.screen import run_in_terminal, run_plain
+from tests.screen import (
+    assert_fits,
+    assert_moves,
+    assert_start_and_end,
+    run_in_terminal,
+    run_plain,
+)
 from tests.tool import ROOT
 from tests.ux_support import (
     SMALL,
@@ -161,3 +167,28 @@ def test_readme_says_what_happens_to_an_old_ollama_provider(home: Path) -> None:
     start = config.index("An old user-defined `[model_providers.ollama]`")
     said = config[start:config.index(". ", start)]
     assert "removed" in said, f"the README says: {said}"
+
+
+# --- the rules for every command --------------------------------------------------------------
+
+
+def test_check_moves_while_it_waits_for_the_server(home: Path) -> None:
+    run = run_in_terminal("check", "--wait", "3", env=user_env(home, f"127.0.0.1:{free_port()}"))
+    assert run.code == 3, run.describe()
+    assert_moves(run, end=re.compile("error:|✗"))
+    assert_fits(run)
+
+
+def test_check_logs_when_its_wait_starts(home: Path) -> None:
+    run = run_plain("check", "--wait", "1.5", env=user_env(home, f"127.0.0.1:{free_port()}"))
+    assert run.code == 3, run.describe()
+    assert_start_and_end(run, "waiting for Ollama", "error:", apart=1.2)
+
+
+def test_config_fits_the_terminal(server, home: Path) -> None:
+    """What config wrote, with the user's home as `~`: no line wider than 80 columns."""
+    run = run_in_terminal("config", "llama3.2:1b", "--codex-version", "0.171.0",
+                          env=user_env(home, server))
+    assert run.code == 0, run.describe()
+    assert_fits(run)
+    assert "created: ~/.codex/config.toml" in run.text, run.describe()

@@ -1,6 +1,5 @@
 """`fleet` as a new user sees it (issue 13, item 11): the dry run, the live table, the
-final report and a CI log, over test doubles pulling from one registry double. Marked
-`xfail(strict=True)`: what today's tool gets wrong.
+final report and a CI log, over test doubles pulling from one registry double.
 """
 
 from __future__ import annotations

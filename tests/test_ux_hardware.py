@@ -1,7 +1,6 @@
 """`hardware` and `check --hardware` as a new user sees them (issue 13): the table at 80
 and 120 columns, the README's examples pasted as written, and errors that name the
-registry the tool really asked. Marked `xfail(strict=True)`: what today's tool gets
-wrong, by item of issue 13.
+registry the tool really asked; movement and a start line while a slow registry is read.
 """
 
 from __future__ import annotations
@@ -13,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.double import OllamaTestServer
-from tests.screen import assert_fits, run_in_terminal, run_plain
+from tests.double import Fault, OllamaTestServer
+from tests.screen import (
+    assert_fits,
+    assert_moves,
+    assert_start_and_end,
+    run_in_terminal,
+    run_plain,
+)
 from tests.tool import ROOT
 from tests.ux_support import (
     SIZE_IDS,
@@ -95,3 +100,33 @@ def test_errors_name_the_registry_asked(coders, home: Path, command: tuple[str, 
     assert run.code == 1, run.describe()
     mirror = coders.url.split("//", 1)[1]
     assert mirror in run.err and "registry.ollama.ai" not in run.err, run.describe()
+
+
+# --- the rules for every command: a slow registry --------------------------------------------
+
+
+@pytest.fixture
+def slow_registry() -> Iterator[OllamaTestServer]:
+    """A registry whose every manifest takes 3 s to answer (a slow link, a far mirror)."""
+    with OllamaTestServer(vram=[]) as srv:
+        srv.faults.append(Fault("slow_headers", endpoint="/v2/*/manifests/*", seconds=3.0,
+                                times=None))
+        yield srv
+
+
+def test_hardware_moves_while_it_reads_the_registry(slow_registry, home: Path) -> None:
+    run = run_in_terminal("hardware", "--assume", SLOW_CPU, "llama3.2:1b",
+                          env=user_env(home, slow_registry))
+    assert run.code == 0, run.describe()
+    assert_moves(run, end="machine:")
+    assert_fits(run)
+
+
+@pytest.mark.parametrize("command", [("hardware", "--assume", SLOW_CPU),
+                                     ("pull", "--dry-run")], ids=["hardware", "pull-dry-run"])
+def test_a_log_says_when_reading_the_registry_starts(slow_registry, home: Path,
+                                                     command: tuple[str, ...]) -> None:
+    run = run_plain(*command, "llama3.2:1b", env=user_env(home, slow_registry))
+    assert run.code == 0, run.describe()
+    assert_start_and_end(run, re.compile("judging|reading the registry"),
+                         re.compile(r"^(machine:|dry run:)"), apart=2.5)

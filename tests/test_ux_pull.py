@@ -1,6 +1,6 @@
 """`pull` as a new user sees it (issue 13): the progress display on a terminal of 80x24
 and 120x40, the lines of a log, and what a redirected stream gets, against the test
-double. Marked `xfail(strict=True)`: what today's tool gets wrong, by item of issue 13.
+double, grouped by the item of issue 13 each test holds.
 """
 
 from __future__ import annotations
@@ -232,3 +232,18 @@ def test_redirected_stdout_gets_plain_lines(home: Path) -> None:
     assert run.code == 0, run.describe()
     assert_no_escapes(run.stdout, "stdout redirected to a file")
     assert run.stdout.startswith(f"{MODEL}: pulled")
+
+
+@pytest.mark.parametrize(("columns", "rows"), SIZES, ids=SIZE_IDS)
+def test_ctrl_c_typed_leaves_no_stale_row(home: Path, columns: int, rows: int) -> None:
+    """Ctrl-C typed at the keyboard: the terminal echoes it where the cursor is, the end of
+    the bars' last row; that must not throw off the rows the display erases (a stale bar
+    stayed above the log at 80 columns)."""
+    with OllamaTestServer(download_rate=RATE) as srv:
+        run = run_in_terminal("pull", MODEL, env=user_env(home, srv), columns=columns,
+                              rows=rows, keys=[(1.5, b"\x03")])
+    assert run.code == 130, run.describe()
+    stale = [row for row in run.output if BAR.match(row) or row.startswith(f"{MODEL}  ")]
+    assert not stale, run.describe()
+    assert_log_kept(run, f"! {MODEL}: interrupted", "run the same command again")
+    assert_fits(run)

@@ -25,12 +25,6 @@ from tests.tool import ROOT
 SIZE_IDS = [f"{columns}x{rows}" for columns, rows in SIZES]
 
 
-def open_item(item: str, why: str) -> pytest.MarkDecorator:
-    """What today's tool gets wrong: an item of issue 13 still open. Strict: the test
-    must fail until the item is fixed, then the marker goes."""
-    return pytest.mark.xfail(strict=True, reason=f"issue 13 item {item}: {why}")
-
-
 SMALL = '[[models]]\nname = "llama3.2:1b"\nnum_ctx = 4096\n'
 CODERS = (("qwen2.5-coder:32b", "32B"), ("qwen2.5-coder:14b", "14B"),
           ("qwen2.5-coder:7b", "7B"))

@@ -10,14 +10,13 @@ line and, while it lasts, a line about every 10 s.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Callable
 
 from provision.apply.result import StepResult, StepStatus
 from provision.github import Actions
 from provision.live import activity
-from provision.output import wrap_line
+from provision.output import terminal_columns, wrap_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,12 +33,7 @@ class StepLog:
     @property
     def width(self) -> int | None:
         """The terminal's columns (None: a log, whose lines are never wrapped)."""
-        if not self.terminal:
-            return None
-        try:
-            return os.get_terminal_size(self.stream.fileno()).columns
-        except (OSError, ValueError, AttributeError):
-            return 80
+        return terminal_columns(self.stream) if self.terminal else None
 
     @property
     def console(self) -> Console:

@@ -2,7 +2,7 @@
 and `apply` on a pseudo-terminal of 80x24 and 120x40 rendered by pyte (tests/screen.py),
 and `fleet` over two real servers in a CI log. The registry is reached through a
 throttling front, so that `tiny` (255 KB) downloads for about a second and the progress
-display really runs. Marked `xfail(strict=True)`: what today's tool gets wrong.
+display really runs.
 """
 
 from __future__ import annotations
