@@ -76,15 +76,20 @@ class StepLog:
             self._print("::endgroup::")
 
     @contextlib.contextmanager
-    def activity(self, text: str) -> Iterator[Callable[[str], None]]:
+    def activity(self, text: str, *, said: str | None = None
+                 ) -> Iterator[Callable[[str], None]]:
         """Something slow within a step that shows no progress of its own: on a terminal a
         live line (spinner, `text`, seconds) until it ends; in a log `text` at once, then
-        what `update` says about every 10 s. The caller logs how it ended."""
+        what `update` says about every 10 s. `said`: a longer line that stays (printed
+        first on a terminal; in a log it is the start line). The caller logs how it
+        ended."""
         if self.quiet:
             yield _ignore
             return
-        with activity(text, live=self.terminal, console=lambda: self.console,
-                      write=self.info, indent="    ") as update:
+        if said is not None and self.terminal:
+            self.info(said)
+        with activity(text if said is None or self.terminal else said, live=self.terminal,
+                      console=lambda: self.console, write=self.info, indent="    ") as update:
             yield update
 
 

@@ -207,8 +207,9 @@ class _Run:
             elif kind in waits_for and wait > 0:
                 why = " (installed, not running: --start starts it)" \
                     if kind == DiagnosisKind.NOT_RUNNING and not start else ""
-                self.log.info(f"waiting up to {wait:g} s for Ollama at {url}{why}")
-                with self.log.activity(f"waiting for Ollama at {url}") as update:
+                with self.log.activity(f"waiting for Ollama at {url}",
+                                       said=f"waiting up to {wait:g} s for Ollama at "
+                                       f"{url}{why}") as update:
                     facts = self.server.wait_until_up(
                         wait, probe_seconds=deadline,
                         on_retry=lambda _, left: update(
@@ -475,12 +476,16 @@ class _Run:
             if endpoint and not endpoint["ok"]:
                 errors.append(f"{endpoint['path']} does not answer: {endpoint['error']}")
             if not rows and endpoint is None:
-                why = "every model failed before" if self.decisions else "no models declared"
+                why = ("no models declared" if not self.decisions else
+                       "every model failed before" if not todo else
+                       "[verify] load = false, and no Codex endpoint to check")
                 return Done(SKIPPED, f"nothing to verify: {why}", data, errors)
             if len(rows) > 1:
                 summary = f"{len(rows) - failed} of {len(rows)} models load and answer"
-            else:
-                summary = "; ".join(rows) or f"{endpoint['path']} answers"  # type: ignore[index]
+            elif rows:
+                summary = rows[0]
+            else:  # `load = false`: the endpoint alone
+                summary = errors[-1] if errors else f"{endpoint['path']} answers"  # type: ignore[index]
             return Done(FAILED if errors else OK, summary, data, errors)
 
         return self._step("verify", "load, place and time each model", body)
