@@ -48,11 +48,10 @@ from provision.bundle import (  # noqa: E402
     BundleReader,
     PushOptions,
     RegistrySource,
-    StepChanged,
     create_bundle,
-    provision_from_bundle,
+    push_models,
 )
-from provision.bundle.events import BlobProgress  # noqa: E402
+from provision.models.pull import BlobProgress, StatusChanged  # noqa: E402
 from provision.models.registry import RegistryClient  # noqa: E402
 from provision.names import parse_name  # noqa: E402
 from provision.output import human_bytes  # noqa: E402
@@ -113,7 +112,7 @@ def registry_traffic(bench: Bench, registry: Registry, name: str, counts: list[i
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=n) as pool:
             outcomes = list(pool.map(
-                lambda s, r=reader: provision_from_bundle(
+                lambda s, r=reader: push_models(
                     r, OllamaServer(parse_host(s.url)))[0], servers))
         wall = time.monotonic() - started
         push_gets = registry.blob_gets() - gets_before - bundle_gets
@@ -143,7 +142,7 @@ class UploadClock:
             now = time.monotonic()
             self.first = self.first or now
             self.last = now
-        elif isinstance(event, StepChanged) and event.step == "creating the model":
+        elif isinstance(event, StatusChanged) and event.status == "creating the model":
             self.last = time.monotonic()
 
 
@@ -199,8 +198,8 @@ def upload_throughput(bench: Bench, seed: RealOllama, registry: Registry, name: 
             bench.retire(server)
         server = bench.server()
         clock = UploadClock()
-        provision_from_bundle(reader, OllamaServer(parse_host(server.url)), options=PushOptions(),
-                              reporter=clock)
+        push_models(reader, OllamaServer(parse_host(server.url)), options=PushOptions(),
+                    reporter=clock)
         ours.append((clock.last or 0) - (clock.first or 0))
         bench.retire(server)
     best_plain, best_ours = blob.size / min(plain), blob.size / max(min(ours), 1e-9)

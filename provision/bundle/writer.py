@@ -1,9 +1,10 @@
 """Writing a bundle: `FILE.partial` first, renamed to FILE only when complete and synced.
 
-Members go in the order the layout fixes, blobs streamed through a `BlobSink` that
-hashes what it writes. An interrupted run leaves `FILE.partial`; the next run with the
-same index (same models, same manifests) keeps every blob already written (each
-checked again) and the written part of the blob it stopped in, and continues there.
+Members go in the order the layout fixes, blobs streamed through an `ArchiveSink` (a
+`BlobSink`: what a source fills) that hashes what it writes. An interrupted run leaves
+`FILE.partial`; the next run with the same index (same models, same manifests) keeps
+every blob already written (each checked again) and the written part of the blob it
+stopped in, and continues there.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Protocol
 
 from provision.bundle.format import (
     BundleBlob,
@@ -24,7 +25,7 @@ from provision.bundle.format import (
     layout,
     padding,
 )
-from provision.bundle.reader import CHUNK
+from provision.bundle.store import CHUNK
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -42,8 +43,31 @@ class Resumed:
     bytes_kept: int  # blob bytes not to fetch again
 
 
-class BlobSink:
-    """Where one blob's bytes go: bounded by its size, hashed as written."""
+class BlobSink(Protocol):
+    """Where a source copies one blob's bytes: a bundle member (`ArchiveSink`), a file of
+    the seed cache (`cache.CacheSink`). Bounded by the blob's size, hashed as written."""
+
+    blob: BundleBlob
+    written: int  # bytes in place (a resumed blob starts past 0)
+
+    @property
+    def remaining(self) -> int: ...
+
+    def write(self, data: bytes) -> None:
+        """BlobDigestMismatch when more than the blob's size comes."""
+        ...
+
+    def restart(self) -> None:
+        """Throw away what was written (it was not the blob)."""
+        ...
+
+    def finish(self) -> None:
+        """BlobDigestMismatch unless the blob is complete and matches its digest."""
+        ...
+
+
+class ArchiveSink:
+    """One blob's member of a bundle being written."""
 
     def __init__(self, handle: BinaryIO, blob: BundleBlob, member: Member,
                  written: int = 0, hasher: hashlib._Hash | None = None) -> None:
@@ -138,7 +162,7 @@ class BundleWriter:
                         handle.read(len(member.header)) != member.header:
                     break
                 present = min(blob.size, length - member.data_offset)
-                hasher = _hash_from(handle, present, on_checked)
+                hasher = hash_from(handle, present, on_checked)
                 if present == blob.size:
                     if f"sha256:{hasher.hexdigest()}" != blob.digest:
                         cut = member.data_offset  # written wrong: write it again
@@ -165,7 +189,7 @@ class BundleWriter:
         return Resumed(complete=frozenset(complete), partial=partial,
                        bytes_kept=kept + (partial[1] if partial else 0))
 
-    def sink(self, blob: BundleBlob) -> BlobSink:
+    def sink(self, blob: BundleBlob) -> ArchiveSink:
         """The sink for the next blob; the file is positioned where its bytes go."""
         if self._handle is None:
             raise BundleError("the bundle writer was not started")
@@ -175,7 +199,8 @@ class BundleWriter:
             self._handle.seek(member.offset)
             self._handle.truncate()
             self._handle.write(member.header)
-        return BlobSink(self._handle, blob, member, written, self._hashers.pop(blob.digest, None))
+        return ArchiveSink(self._handle, blob, member, written,
+                           self._hashers.pop(blob.digest, None))
 
     def finish(self) -> None:
         """Close the archive, sync it, and put it in place (atomically)."""
@@ -187,7 +212,7 @@ class BundleWriter:
         self._handle.close()
         self._handle = None
         os.replace(self.partial, self.path)
-        _sync_dir(self.path.parent)
+        sync_dir(self.path.parent)
 
     def close(self) -> None:
         """Stop (an interrupt, an error): `FILE.partial` stays for the next run."""
@@ -196,7 +221,7 @@ class BundleWriter:
             self._handle = None
 
 
-def _hash_from(handle: BinaryIO, length: int,
+def hash_from(handle: BinaryIO, length: int,
                on_checked: Callable[[int], None] | None) -> hashlib._Hash:
     hasher = hashlib.sha256()
     left = length
@@ -211,7 +236,7 @@ def _hash_from(handle: BinaryIO, length: int,
     return hasher
 
 
-def _sync_dir(path: Path) -> None:
+def sync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
