@@ -329,7 +329,7 @@ class _Run:
                     "pulls": [m.name.short for m in plan.models if m.will_pull],
                     "present": [m.name.short for m in plan.models if not m.will_pull],
                     "creates": creates}
-            summary = (f"{len(data['pulls'])} to pull ({human_bytes(plan.download)}), "
+            summary = (f"{len(data['pulls'])} to {verb} ({human_bytes(plan.download)}), "
                        f"{len(data['present'])} present, {len(creates)} custom")
             would_change = self.options.dry_run and (data["pulls"] or creates)
             return (FAILED if errors else CHANGED if would_change else OK), summary, data, errors

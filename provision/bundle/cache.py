@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import sys
 import threading
 from collections import Counter
@@ -36,9 +35,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from provision.bundle.format import BundleBlob, BundleError, BundleModel, blob_member, sha256_digest
-from provision.bundle.sources import RegistrySource
+from provision.bundle.sources import Source
 from provision.bundle.store import CHUNK, MAX_SMALL_LAYER
-from provision.bundle.writer import BlobDigestMismatch, hash_from, sync_dir
+from provision.bundle.writer import HashingSink, check_free_space, hash_from, sync_dir
 from provision.errors import EXIT_NOT_READY, EXIT_USAGE, ProvisionError
 from provision.models.pull import (
     DOWNLOADING,
@@ -51,7 +50,6 @@ from provision.models.pull import (
 )
 from provision.models.registry import Layer, ModelManifest
 from provision.names import ModelName
-from provision.output import human_bytes
 
 try:  # POSIX: other runs on this machine are kept off blobs in use
     import fcntl
@@ -103,44 +101,19 @@ def _lock(handle: BinaryIO, *, shared: bool = False, wait: bool = True) -> bool:
     return True
 
 
-class CacheSink:
-    """A `BlobSink` over `blobs/<digest>.partial`: bounded by the blob's size, hashed as
-    written; `finish()` checks size and digest, syncs, and renames it to its final name,
-    so a file with that name is always one that matched."""
+class CacheSink(HashingSink):
+    """A `BlobSink` over `blobs/<digest>.partial`; `finish()` checks size and digest,
+    syncs, and renames it to its final name, so a file with that name is always one
+    that matched."""
 
     def __init__(self, handle: BinaryIO, blob: BundleBlob, partial: Path, final: Path,
                  written: int, hasher: hashlib._Hash) -> None:
-        self.blob = blob
-        self.written = written
-        self._handle = handle
+        super().__init__(handle, blob, 0, written, hasher)
         self._partial = partial
         self._final = final
-        self._hasher = hasher
-
-    @property
-    def remaining(self) -> int:
-        return self.blob.size - self.written
-
-    def write(self, data: bytes) -> None:
-        if len(data) > self.remaining:
-            raise BlobDigestMismatch(f"blob {self.blob.digest} is longer than the "
-                                     f"{self.blob.size:,} bytes its manifest says")
-        self._handle.write(data)
-        self._hasher.update(data)
-        self.written += len(data)
-
-    def restart(self) -> None:
-        self._handle.seek(0)
-        self._handle.truncate()
-        self.written = 0
-        self._hasher = hashlib.sha256()
 
     def finish(self) -> None:
-        got = f"sha256:{self._hasher.hexdigest()}"
-        if self.written != self.blob.size or got != self.blob.digest:
-            raise BlobDigestMismatch(
-                f"blob {self.blob.digest} does not match its digest ({self.written:,} of "
-                f"{self.blob.size:,} bytes, sha256 {got})")
+        self.check()
         self._handle.flush()
         os.fsync(self._handle.fileno())
         os.replace(self._partial, self._final)
@@ -149,7 +122,7 @@ class CacheSink:
 class SeedCache:
     """One run's use of the cache folder at `root`, shared by every host's thread."""
 
-    def __init__(self, root: Path, budget: int, source: RegistrySource) -> None:
+    def __init__(self, root: Path, budget: int, source: Source) -> None:
         self.root = Path(root)
         self.budget = budget
         self.source = source
@@ -384,15 +357,8 @@ class SeedCache:
             except OSError:
                 have = 0
             need += max(0, layer.size - have)
-        try:
-            free = shutil.disk_usage(self.root).free
-        except OSError:
-            return  # cannot tell: the write itself will say
-        if need > free:
-            raise BundleError(
-                f"not enough disk space for {LABEL} at {self.root}: the download needs "
-                f"{human_bytes(need)}, {human_bytes(free)} is free",
-                hint="free space there, or give --cache-dir another folder")
+        check_free_space(self.root, need, f"{LABEL} needs {{need}} for what it downloads",
+                         "free space there, or give --cache-dir another folder")
 
     # --- room ---------------------------------------------------------------------------
 

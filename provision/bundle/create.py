@@ -8,7 +8,6 @@ command continues it. An existing FILE with the same index is left alone.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from provision.bundle.format import (
 from provision.bundle.reader import BundleReader
 from provision.bundle.recipe import check_recreatable
 from provision.bundle.sources import Source
-from provision.bundle.writer import ArchiveSink, BundleWriter, Resumed
+from provision.bundle.writer import ArchiveSink, BundleWriter, Resumed, check_free_space
 from provision.errors import EXIT_NOT_READY, EXIT_USAGE, ProvisionError
 from provision.models.pull import (
     DOWNLOADING,
@@ -164,16 +163,8 @@ def _same_bundle(path: Path, index: BundleIndex, *, force: bool) -> bool:
 
 def _check_disk(path: Path, writer: BundleWriter) -> None:
     have = writer.partial.stat().st_size if writer.partial.exists() else 0
-    need = writer.size - have
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        return  # cannot tell: the write itself will say
-    if need > free:
-        raise ProvisionError(
-            f"not enough disk space at {path.parent}: the bundle needs {human_bytes(need)} "
-            f"more, {human_bytes(free)} is free", exit_code=EXIT_NOT_READY,
-            hint="free space there, or write the bundle elsewhere with -o")
+    check_free_space(path.parent, writer.size - have, "the bundle needs {need} more",
+                     "free space there, or write the bundle elsewhere with -o")
 
 
 def _first_users(index: BundleIndex, manifests: list[ModelManifest]) -> dict[str, ModelName]:

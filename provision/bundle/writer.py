@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,12 @@ from provision.bundle.format import (
     BundleBlob,
     BundleError,
     BundleIndex,
-    Member,
     archive_end,
     layout,
     padding,
 )
 from provision.bundle.store import CHUNK
+from provision.output import human_bytes
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -66,15 +67,16 @@ class BlobSink(Protocol):
         ...
 
 
-class ArchiveSink:
-    """One blob's member of a bundle being written."""
+class HashingSink:
+    """A blob's bytes into a file from `start` in it: bounded by the blob's size, hashed
+    as written. Subclasses say what `finish()` does once the digest matched."""
 
-    def __init__(self, handle: BinaryIO, blob: BundleBlob, member: Member,
-                 written: int = 0, hasher: hashlib._Hash | None = None) -> None:
+    def __init__(self, handle: BinaryIO, blob: BundleBlob, start: int, written: int = 0,
+                 hasher: hashlib._Hash | None = None) -> None:
         self.blob = blob
-        self._handle = handle
-        self._member = member
         self.written = written
+        self._handle = handle
+        self._start = start  # where the blob's first byte goes in the file
         self._hasher = hasher or hashlib.sha256()
 
     @property
@@ -91,17 +93,25 @@ class ArchiveSink:
 
     def restart(self) -> None:
         """Throw away what was written for this blob (it was not the blob)."""
-        self._handle.seek(self._member.data_offset)
+        self._handle.seek(self._start)
         self._handle.truncate()
         self.written = 0
         self._hasher = hashlib.sha256()
 
-    def finish(self) -> None:
+    def check(self) -> None:
+        """BlobDigestMismatch unless the blob is complete and matches its digest."""
         got = f"sha256:{self._hasher.hexdigest()}"
         if self.written != self.blob.size or got != self.blob.digest:
             raise BlobDigestMismatch(
                 f"blob {self.blob.digest} does not match its digest ({self.written:,} of "
                 f"{self.blob.size:,} bytes, sha256 {got})")
+
+
+class ArchiveSink(HashingSink):
+    """One blob's member of a bundle being written."""
+
+    def finish(self) -> None:
+        self.check()
         self._handle.write(b"\0" * padding(self.blob.size))
 
 
@@ -199,7 +209,7 @@ class BundleWriter:
             self._handle.seek(member.offset)
             self._handle.truncate()
             self._handle.write(member.header)
-        return ArchiveSink(self._handle, blob, member, written,
+        return ArchiveSink(self._handle, blob, member.data_offset, written,
                            self._hashers.pop(blob.digest, None))
 
     def finish(self) -> None:
@@ -219,6 +229,19 @@ class BundleWriter:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def check_free_space(folder: Path, need: int, what: str, hint: str) -> None:
+    """BundleError (exit 1) when `folder`'s disk has less than `need` bytes free; `what`
+    says it, with `{need}` for the bytes: "the bundle needs {need} more"."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # cannot tell: the write itself will say
+    if need > free:
+        raise BundleError(f"not enough disk space at {folder}: "
+                          f"{what.format(need=human_bytes(need))}, {human_bytes(free)} is "
+                          "free", hint=hint)
 
 
 def hash_from(handle: BinaryIO, length: int,

@@ -150,8 +150,9 @@ def _check_source_flags(args: argparse.Namespace) -> None:
     from provision.errors import UsageError
 
     if args.seed and args.bundle is not None:
-        raise UsageError("--seed and --bundle cannot be combined: the models come either "
-                         "from the registry through this machine's cache, or from a bundle")
+        raise UsageError("--seed and --bundle cannot be combined",
+                         hint="--seed takes the models from the registry through this "
+                         "machine's cache, --bundle from a bundle file")
     if not args.seed:
         for flag, value in (("--cache-size", args.cache_size), ("--cache-dir", args.cache_dir)):
             if value is not None:

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         terminal = stream_is_terminal(sys.stderr)
         return _pull(out, server, names, options, about, terminal=terminal,
                      stream=sys.stderr, upgrade=args.upgrade and not args.force,
-                     source=_store_push(bundle, options) if bundle is not None else None)
+                     source=_store_push(bundle, options) if bundle is not None else None,
+                     bundle=args.bundle)
 
 
 def _open_bundle(args: argparse.Namespace, names: list[ModelName]) -> BundleReader:
@@ -130,15 +131,14 @@ def _open_bundle(args: argparse.Namespace, names: list[ModelName]) -> BundleRead
 def _store_push(bundle: BundleReader, options: PullOptions) -> ModelSource:
     from provision.bundle import StorePush, TransferOptions
 
-    push = StorePush(bundle, "bundle", transfer=TransferOptions(
+    return StorePush(bundle, "bundle", transfer=TransferOptions(
         retries=options.retries, backoff_base=options.backoff_base))
-    push.label = str(bundle.path)  # as the user named it, in messages and --json
-    return push
 
 
 def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: PullOptions,
           about: dict[str, Any], *, terminal: bool, stream: TextIO,
-          upgrade: bool = False, source: ModelSource | None = None) -> int:
+          upgrade: bool = False, source: ModelSource | None = None,
+          bundle: Path | None = None) -> int:
     from provision.models import pull_upgrade
     from provision.models.progress import make_reporter
     from provision.models.pull import PullInterrupted, PullStatus, pull_models
@@ -163,13 +163,13 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
         if not out.json_mode:
             raise
         out.emit_result(to_result([], about, refused.exit_code, None, error={
-            "message": refused.message, "hint": refused.hint}, source=source))
+            "message": refused.message, "hint": refused.hint}, bundle=bundle))
         out.error(refused.message, refused.hint)
         return refused.exit_code
     exit_code = EXIT_INTERRUPTED if interrupted else (
         EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_READY)
     if out.json_mode:
-        out.emit_result(to_result(outcomes, about, exit_code, drift, source=source))
+        out.emit_result(to_result(outcomes, about, exit_code, drift, bundle=bundle))
     else:
         _render_summary(out, outcomes)
     for outcome in outcomes:
@@ -187,14 +187,14 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
 
 def to_result(outcomes: list[PullOutcome], about: dict[str, Any], exit_code: int,
               drift: tuple[ModelDrift, ...] | None = None, *,
-              error: dict[str, Any] | None = None,
-              source: ModelSource | None = None) -> CommandResult:
+              error: dict[str, Any] | None = None, bundle: Path | None = None
+              ) -> CommandResult:
     """`error`: why nothing was pulled (a refusal up front, such as the disk check);
-    `source`: the bundle the models were uploaded from (None: the registry)."""
+    `bundle`: the models were uploaded from it (None: pulled from the registry)."""
     fields: dict[str, Any] = {
         "server": about,
-        "models_from": {"kind": "registry"} if source is None else
-        {"kind": source.kind, "path": source.label},
+        "models_from": {"kind": "registry"} if bundle is None else
+        {"kind": "bundle", "path": str(bundle)},
         "models": [_model_json(o) for o in outcomes],
     }
     if drift is not None:  # --upgrade: each model as found, before pulling
@@ -288,7 +288,8 @@ def _dry_run(out: Output, server: OllamaServer, names: list[ModelName],
     if out.json_mode:
         out.emit_result(plan_result(plan, about, exit_code))
     else:
-        _render_plan(out, plan)
+        _render_plan(out, plan, "pulled (nothing downloaded)" if bundle is None
+                     else f"uploaded from {bundle.label} (nothing sent)")
     for model in plan.models:
         if model.error:
             out.error(model.error, model.hint)
@@ -328,13 +329,14 @@ def plan_result(plan: DownloadPlan, about: dict[str, Any], exit_code: int) -> Co
     })
 
 
-def _render_plan(out: Output, plan: DownloadPlan) -> None:
+def _render_plan(out: Output, plan: DownloadPlan,
+                 how: str = "pulled (nothing downloaded)") -> None:
     if out.quiet:
         return
     pulls = [m for m in plan.models if m.will_pull and not m.error]
     width = max((len(m.name.short) for m in plan.models), default=0)
     out.line(f"dry run: {len(pulls)} of {len(plan.models)} "
-             f"model{'s' if len(plan.models) != 1 else ''} would be pulled (nothing downloaded)")
+             f"model{'s' if len(plan.models) != 1 else ''} would be {how}")
     for m in plan.models:
         label = m.name.short.ljust(width)
         if not m.will_pull:

@@ -231,6 +231,8 @@ def source_lines(result: FleetResult) -> list[str]:
     if source.cache is None:
         return [f"bundle: {sent} from {Path(source.path or '').name}"]
     c = source.cache
+    if not (c.registry_bytes or c.cached_bytes or result.sent_bytes):
+        return ["seed: nothing to send (every host had its models)"]
     return [f"seed: {human_bytes(c.registry_bytes)} from the registry ({c.registry_blobs} "
             f"blob{'s' if c.registry_blobs != 1 else ''}), {human_bytes(c.cached_bytes)} "
             "from the cache", f"seed: {sent}"]

@@ -422,8 +422,8 @@ class TerminalReporter(LiveView):
              style: str = "") -> Text:
         from rich.text import Text  # tens of ms: only when a terminal is drawn
 
-        # Room for the bar once label, percent, sizes, speed and ETA (40 at most) are drawn.
-        width = max(8, min(BAR_WIDTH, self.console.width - len(label) - 40))
+        # Room for the bar once label, percent, sizes, speed and ETA (43 at most) are drawn.
+        width = max(8, min(BAR_WIDTH, self.console.width - len(label) - 43))
         return Text(bar_line(label, done, total, speed, width=width), style=style)
 
 
