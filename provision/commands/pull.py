@@ -242,9 +242,7 @@ def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:
             line = Text.from_markup(f"{marks.get(o.status, '[green]✓[/]')} ")
             line.append(o.name.short, style="bold")
             line.append(f": {o.status}")
-            if o.stale:
-                line.append(f" ({outcome_text(o)})", style="dim")
-            elif o.status not in quiet_ones:
+            if o.stale or o.status not in quiet_ones:
                 line.append(f" ({outcome_text(o, verb=False)})", style="dim")
             elif o.status == PullStatus.FAILED and o.error is not None:
                 line.append(f" ({o.error.kind})", style="dim")
@@ -252,7 +250,7 @@ def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:
         return
     for o in outcomes:
         if o.stale:
-            out.line(f"{o.name.short}: {o.status} ({outcome_text(o)})")
+            out.line(f"{o.name.short}: {o.status} ({outcome_text(o, verb=False)})")
         elif o.status in (PullStatus.PRESENT, PullStatus.INTERRUPTED):
             out.line(f"{o.name.short}: {o.status}")
         elif o.status == PullStatus.FAILED and o.error is not None:

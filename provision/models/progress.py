@@ -219,8 +219,8 @@ def outcome_text(outcome: PullOutcome, *, verb: bool = True) -> str:
     """One line about how a model's pull ended (shared by reporters and the summary)."""
     if outcome.status == PullStatus.PRESENT:
         if outcome.stale:
-            return (f"present, with other weights than in {outcome.via or 'the registry'} "
-                    "(--upgrade replaces them)")
+            other = f"other weights than in {outcome.via}; --upgrade replaces them"
+            return f"present with {other}" if verb else other
         return "already present"  # `--force` means another thing in `apply`: no hint here
     if outcome.status == PullStatus.INTERRUPTED:
         return "interrupted"  # how to resume is said once, at the end

@@ -126,6 +126,10 @@ def test_pull_bundle_replaces_other_weights_only_with_upgrade(made, start_server
     assert statuses(doc) == {TINY: "present"}  # as `pull` leaves a present model
     assert server.weights(TINY) == made.v1_weights
     assert server.blob_posts() == 0
+    said = run_cli(env, "pull", "--bundle", str(made.v2), "tiny")
+    assert said.returncode == 0, said.stderr
+    assert f"{TINY}: present (other weights than in v2.tar; --upgrade replaces them)" \
+        in said.stdout.splitlines()
 
     code, doc, err = run_json(env, "pull", "--upgrade", "--bundle", str(made.v2), "tiny")
     assert code == 0, err
