@@ -207,3 +207,42 @@ def test_a_blob_damaged_on_disk_is_never_sent_and_is_fetched_again(tmp_path: Pat
     assert len(sent) < len(weights)  # the last chunk was held back: never a whole blob
     assert not path.exists()
     assert upload(SeedCache(root, 10**9, source), model) == weights
+
+
+def test_two_runs_sharing_the_cache_download_a_blob_once(tmp_path: Path) -> None:
+    """Another run (here: another SeedCache on the same folder, with its own locks)
+    waits for the download under way, says so, and uses what it wrote."""
+    first, second = MemorySource(), MemorySource()
+    weights = b"s" * 700_000
+    model = first.model("m:1", weights)
+    second.model("m:1", weights)
+    root = tmp_path / "cache"
+    first.gate = threading.Event()
+    one, other = SeedCache(root, 10**9, first), SeedCache(root, 10**9, second)
+    notices: list[str] = []
+
+    class Notes:
+        def handle(self, event: object) -> None:
+            text = getattr(event, "text", None)
+            if text:
+                notices.append(text)
+
+    running = threading.Thread(target=lambda: upload(one, model))
+    running.start()
+    time.sleep(0.2)  # `one` is downloading the config (held at its gate)
+    later: list[bytes] = []
+
+    def second_run() -> None:
+        with other.pinned(model, Notes()) as store:
+            later.append(b"".join(store.stream_blob(store.blob(digest(weights)))))
+
+    waiting = threading.Thread(target=second_run)
+    waiting.start()
+    time.sleep(0.3)
+    assert any("waiting for another run" in n for n in notices)
+    first.gate.set()
+    running.join(10)
+    waiting.join(10)
+    assert later == [weights]
+    assert second.copies == []  # nothing fetched twice
+    assert not list((root / "blobs").glob("*.partial"))

@@ -311,6 +311,8 @@ class SeedCache:
                                                 f"downloading blob {blob.digest[7:19]}"))
                     _lock(handle)
                 if self._complete(blob):  # that run finished it
+                    if _same_file(handle, partial) and not os.fstat(handle.fileno()).st_size:
+                        partial.unlink()  # the empty file this open made
                     return
                 if not _same_file(handle, partial):
                     continue  # that run renamed it meanwhile: open the file there now
