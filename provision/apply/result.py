@@ -68,6 +68,7 @@ class ApplyResult:
     exit_code: int
     dry_run: bool
     models_dir: str | None = None
+    bundle: str | None = None  # the models came from this bundle (None: the registry)
 
     @property
     def changed(self) -> bool:

@@ -5,6 +5,10 @@ other [clients]) → report. One `OllamaServer` serves every step, so each thing
 server is asked once; pull, create and verify are the steps `fleet` runs on each host
 (`ServerSteps`). Every step ends in a frozen StepResult; the models' outcomes are
 gathered in ApplyModelResults; `ApplyResult.exit_code` follows the documented exit codes.
+
+With a bundle (`[pull] bundle`, `--bundle`) the models come from it: it is opened and
+checked against the declared models before the first step, the hardware and the plan
+read it where they would read the registry, and the pull step uploads from it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import IO, Any
 from provision.apply.log import StepLog
 from provision.apply.manifest import ApplyManifest, ClientsSpec
 from provision.apply.result import ApplyModelResult, ApplyResult, StepResult, StepStatus
+from provision.bundle import BundleError, BundleReader, StoreFiles, StorePush, TransferOptions
 from provision.clients import (
     ClientOptions,
     ConfigRequest,
@@ -44,6 +49,8 @@ from provision.errors import (
 from provision.hardware import GateDecision, Machine, Verdict, gate, parse_assume, probe_machine
 from provision.http import Timeouts
 from provision.models import (
+    ModelFiles,
+    ModelSpec,
     RegistryClient,
     ServerSteps,
     Target,
@@ -84,6 +91,7 @@ class ApplyOptions:
     codex_version: str | None = None
     codex_home: str | None = None
     environ: dict[str, str] | None = None
+    bundle: str | None = None  # --bundle: replaces the manifest's [pull] bundle
 
 
 class _Run:
@@ -107,13 +115,18 @@ class _Run:
         # --host, else the manifest's [server].host, else OLLAMA_HOST, else the default.
         self.address = resolve_host(options.host or manifest.server.host, environ=self.env)
         spec = manifest.server
+        backoff = PullOptions.backoff_from_env(self.env)
+        self.bundle = self._open_bundle(options.bundle or manifest.pull.bundle)
+        source = None if self.bundle is None else StorePush(
+            self.bundle, "bundle", transfer=TransferOptions(
+                retries=manifest.pull.retries, backoff_base=backoff,
+                connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout))
         self.server = OllamaServer(
             self.address, environ=self.env,
             timeouts=Timeouts.for_server(spec.connect_timeout, spec.read_timeout))
         self.on_server = ServerSteps(
-            self.server, manifest.pull, manifest.verify,
-            backoff_base=PullOptions.backoff_from_env(self.env),
-            connect_timeout=spec.connect_timeout)
+            self.server, manifest.pull, manifest.verify, backoff_base=backoff,
+            connect_timeout=spec.connect_timeout, source=source)
         self.assumption = parse_assume(list(options.assume)) if options.assume else None
         if options.codex_version is not None:
             check_codex_version(options.codex_version)
@@ -124,6 +137,39 @@ class _Run:
                 raise UsageError(f"Codex home {home} is not a directory")
 
     # --- helpers -------------------------------------------------------------------------
+    def _open_bundle(self, path: str | None) -> BundleReader | None:
+        """The bundle the models come from, checked before any step: every declared model
+        (not a custom one) must be in it (BundleError, exit 2, naming both); a `choose`
+        list keeps the candidates it has. A truncated bundle is exit 1."""
+        if path is None:
+            return None
+        reader = BundleReader(Path(path))
+        reader.select([parse_name(m.name) for m in self.manifest.models
+                       if m.name and not m.is_custom])
+        specs = []
+        for spec in self.manifest.models:
+            if spec.choose:
+                spec = self._in_bundle(spec, reader)
+            specs.append(spec)
+        self.manifest = replace(self.manifest, models=tuple(specs))
+        reader.check()
+        return reader
+
+    def _in_bundle(self, spec: ModelSpec, reader: BundleReader) -> ModelSpec:
+        kept = [c for c in spec.choose if reader.index.find(parse_name(c)) is not None]
+        if not kept:
+            have = ", ".join(m.name.short for m in reader.index.models) or "nothing"
+            raise BundleError(f"{reader.path} has none of {', '.join(spec.choose)} (it has: "
+                              f"{have})", exit_code=EXIT_USAGE)
+        if len(kept) < len(spec.choose):
+            left = [c for c in spec.choose if c not in kept]
+            self.log.info(f"not in {reader.path}, so not chosen from: {', '.join(left)}")
+        return replace(spec, choose=tuple(kept))
+
+    def _files(self, registry: RegistryClient) -> ModelFiles:
+        """What the hardware and the plan read a model's files from: the bundle, if any."""
+        return registry if self.bundle is None else StoreFiles(self.bundle)
+
     def _step(self, name: str, title: str, body: StepBody) -> StepResult:
         self.log.begin(name, title)
         started = time.monotonic()
@@ -198,7 +244,7 @@ class _Run:
                 self.decisions = gate(
                     self.manifest.models, machine, server=self.server,
                     hardware=self.manifest.hardware, force=self.options.force,
-                    server_version=version or self.version, registry=registry)
+                    server_version=version or self.version, registry=self._files(registry))
             errors = []
             rows = []
             for decision in self.decisions:
@@ -252,16 +298,21 @@ class _Run:
 
     def plan(self) -> StepResult:
         def body() -> tuple[StepStatus, str, dict[str, Any], list[str]]:
-            plan = build_plan(self._pull_names(), self.server, self.server.tags(),
-                              insecure=self.manifest.pull.insecure)
+            with RegistryClient(insecure=self.manifest.pull.insecure,
+                                environ=self.env) as registry:
+                plan = build_plan(self._pull_names(), self.server, self.server.tags(),
+                                  insecure=self.manifest.pull.insecure,
+                                  registry=self._files(registry))
+            verb = "pull" if self.bundle is None else "upload"
             if plan.disk is not None:
                 self.models_dir = str(plan.disk.path)
             lines, errors = [], []
             for model in plan.models:
                 if model.will_pull:
                     size = human_bytes(model.download or model.size or 0)
-                    lines.append(f"pull {model.name.short} ({size})" if not model.error
-                                 else f"pull {model.name.short} (size unknown: {model.error})")
+                    lines.append(f"{verb} {model.name.short} ({size})" if not model.error
+                                 else f"{verb} {model.name.short} (size unknown: "
+                                 f"{model.error})")
                 else:
                     lines.append(f"{model.name.short} is present")
             creates = [d.name.short for d in self.decisions if d.allowed and d.spec.is_custom]
@@ -278,7 +329,7 @@ class _Run:
                     "pulls": [m.name.short for m in plan.models if m.will_pull],
                     "present": [m.name.short for m in plan.models if not m.will_pull],
                     "creates": creates}
-            summary = (f"{len(data['pulls'])} to pull ({human_bytes(plan.download)}), "
+            summary = (f"{len(data['pulls'])} to {verb} ({human_bytes(plan.download)}), "
                        f"{len(data['present'])} present, {len(creates)} custom")
             would_change = self.options.dry_run and (data["pulls"] or creates)
             return (FAILED if errors else CHANGED if would_change else OK), summary, data, errors
@@ -329,7 +380,9 @@ class _Run:
             status = FAILED if errors else (CHANGED if changed or created else OK)
             return status, summary, data, errors
 
-        return self._step("pull", "download missing models", body)
+        title = ("download missing models" if self.bundle is None
+                 else f"upload missing models from {self.bundle.path.name}")
+        return self._step("pull", title, body)
 
     def _create(self, pulled: dict[Any, PullOutcome], errors: list[str]) -> list[str]:
         customs = [d for d in self.decisions if d.allowed and d.spec.is_custom]
@@ -586,4 +639,5 @@ def _result(run: _Run, code: int) -> ApplyResult:
         code = EXIT_USAGE
     return ApplyResult(source=run.manifest.source, address=run.address, steps=tuple(run.steps),
                        models=tuple(run.models.values()), exit_code=code,
-                       dry_run=run.options.dry_run, models_dir=run.models_dir)
+                       dry_run=run.options.dry_run, models_dir=run.models_dir,
+                       bundle=str(run.bundle.path) if run.bundle is not None else None)

@@ -1,6 +1,8 @@
-"""Showing pulls as they happen: bars on a terminal, plain periodic lines in CI logs.
+"""Showing transfers as they happen: bars on a terminal, plain periodic lines in CI logs.
 
-Both reporters take the same events from provision.models.pull. Progress events can arrive
+Both reporters take the same events from provision.models.pull, for every transfer of
+models: pulls, uploads from a bundle or the seed cache, downloads into them, a bundle
+read back (the verb of each model's ModelStarted says which). Progress events can arrive
 thousands of times a second, so handling one only updates counters; drawing happens
 separately: rich's live display redraws at most `refresh_per_second` times (10), and
 the plain reporter writes a line per model at most every `interval` seconds (10) or
@@ -18,13 +20,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable
+from typing import IO, TYPE_CHECKING, Callable
 
 from provision.live import LineLog, LiveView
 from provision.models.pull import (
+    PULLING,
     BlobProgress,
     ModelFinished,
     ModelStarted,
+    Notice,
     PullEvent,
     PullOutcome,
     PullStatus,
@@ -36,6 +40,7 @@ from provision.output import human_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
+    from rich.text import Text
 
 SPEED_TAU = 3.0  # seconds: time constant of the speed average (steady, yet follows change)
 BAR_WIDTH = 25
@@ -55,13 +60,14 @@ class _Blob:
 class _Model:
     """One model's progress summed over its blobs (blobs show up one after another)."""
 
-    __slots__ = ("name", "blobs", "total", "seen", "expected", "done", "status", "note",
-                 "started",
+    __slots__ = ("name", "action", "blobs", "total", "seen", "expected", "done", "status",
+                 "note", "started",
                  "sample_t", "sample_done", "speed",
                  "line_t", "line_done", "next_at", "next_time", "decile")
 
-    def __init__(self, name: str, now: float, expected: int = 0) -> None:
+    def __init__(self, name: str, now: float, expected: int = 0, action: str = PULLING) -> None:
         self.name = name
+        self.action = action  # the verb: pulling, uploading, downloading, checking
         self.blobs: dict[str, _Blob] = {}
         self.seen = 0  # sum of the totals of the blobs seen so far
         self.expected = expected  # the manifest's size, when known up front
@@ -89,9 +95,9 @@ class _Tally:
         self.models: dict[str, _Model] = {}
         self.lock = threading.Lock()  # guards adding/removing models and blobs
 
-    def start(self, name: str, expected: int = 0) -> _Model:
+    def start(self, name: str, expected: int = 0, action: str = PULLING) -> _Model:
         with self.lock:
-            model = self.models[name] = _Model(name, self.clock(), expected)
+            model = self.models[name] = _Model(name, self.clock(), expected, action)
             return model
 
     def get(self, name: str) -> _Model:
@@ -105,6 +111,11 @@ class _Tally:
         if blob is None:
             with self.lock:
                 blob = model.blobs[event.digest] = _Blob(total, self.clock())
+            if 0 < event.start <= total:  # taken up where an earlier run stopped: not speed
+                blob.done = blob.sample_done = event.start
+                model.done += event.start
+                model.sample_done += event.start
+                model.line_done += event.start
             model.seen += total
             model.total = max(model.expected, model.seen)
         elif blob.total != total:
@@ -207,22 +218,38 @@ def _resume_text(event: Resumed) -> str:
 def outcome_text(outcome: PullOutcome, *, verb: bool = True) -> str:
     """One line about how a model's pull ended (shared by reporters and the summary)."""
     if outcome.status == PullStatus.PRESENT:
+        if outcome.stale:
+            other = f"other weights than in {outcome.via}; --upgrade replaces them"
+            return f"present with {other}" if verb else other
         return "already present"  # `--force` means another thing in `apply`: no hint here
     if outcome.status == PullStatus.INTERRUPTED:
         return "interrupted"  # how to resume is said once, at the end
     if outcome.status == PullStatus.FAILED:
         return outcome.error.message if outcome.error else outcome.status
     text = f"{human_bytes(outcome.size)} in {format_duration(outcome.duration)}"
+    if outcome.via is not None:  # uploaded by this machine, not pulled by the server
+        text = (f"{human_bytes(outcome.sent_bytes)} sent from {outcome.via} in "
+                f"{format_duration(outcome.duration)}")
     if verb:
         verbs = {PullStatus.UPDATED: "updated", PullStatus.UNCHANGED: "pulled again, unchanged"}
         text = verbs.get(outcome.status, "pulled") + f": {text}"
-    if outcome.downloaded and outcome.duration > 0:
-        text += f" ({human_bytes(outcome.downloaded / outcome.duration)}/s)"
+    moved = outcome.sent_bytes if outcome.via is not None else outcome.downloaded
+    if moved and outcome.duration > 0:
+        text += f" ({human_bytes(moved / outcome.duration)}/s)"
+    if outcome.blobs_skipped:
+        text += (f", {outcome.blobs_skipped} blob{'s' if outcome.blobs_skipped != 1 else ''}"
+                 " already there")
     if outcome.retries:
         text += f", {outcome.retries} {'retry' if outcome.retries == 1 else 'retries'}"
     if outcome.resumed:
         text += ", resumed a partial download"
     return text
+
+
+def finished_text(event: ModelFinished) -> str:
+    """How a model's transfer ended, one line: a pull's (or an upload's) outcome, or the
+    event's own text."""
+    return outcome_text(event.outcome) if event.outcome is not None else event.text
 
 
 def progress_line(name: str, done: int, total: int, speed: float) -> str:
@@ -252,19 +279,25 @@ class PlainReporter(LineLog):
                 self._line(model, now)
             return
         if isinstance(event, ModelStarted):
-            model = self.tally.start(event.model, event.expected_size or 0)
+            model = self.tally.start(event.model, event.expected_size or 0, event.action)
             model.next_time = model.started + self.interval
-            self._write(f"pulling {event.model}")
+            self._write(f"{event.action} {event.model}")
+        elif isinstance(event, Notice):
+            self._write(f"{event.model}: {event.text}" if event.model else event.text)
         elif isinstance(event, Retrying):
             self._write(f"{event.model}: {_retry_text(event)}")
         elif isinstance(event, Resumed):
             self.tally.resumed(event)
             self._write(f"{event.model}: {_resume_text(event)}")
         elif isinstance(event, StatusChanged):
-            self.tally.get(event.model).status = event.status
+            if event.slow:  # a step that may take long: the log says it began
+                self._write(f"{event.model}: {event.status}" if event.model else event.status)
+            if event.model:
+                self.tally.get(event.model).status = event.status
         elif isinstance(event, ModelFinished):
-            self.tally.finish(event.outcome.name.short)
-            self._write(f"{event.outcome.name.short}: {outcome_text(event.outcome)}")
+            self.tally.finish(event.model)
+            self._write(f"{event.model}: {finished_text(event)}" if event.model
+                        else finished_text(event))
 
     def _line(self, model: _Model, now: float) -> None:
         if model.total <= 0:
@@ -296,16 +329,24 @@ class TerminalReporter(LiveView):
         self.refresh_per_second = refresh_per_second
         self.clock = clock
         self.tally = _Tally(clock)
+        self.step = ""  # what the whole operation is doing (shown while no model is)
 
     def handle(self, event: PullEvent) -> None:
         if type(event) is BlobProgress:
             self.tally.progress(event)
             return
         if isinstance(event, ModelStarted):
-            self.tally.start(event.model, event.expected_size or 0).status = "starting"
+            self.tally.start(event.model, event.expected_size or 0,
+                             event.action).status = "starting"
         elif isinstance(event, StatusChanged):
+            if not event.model:
+                self.step = event.status
+                return
             model = self.tally.get(event.model)
             model.status, model.note = event.status, ""
+        elif isinstance(event, Notice):
+            self._print("[yellow]![/] ", f"{event.model}: {event.text}" if event.model
+                        else event.text)
         elif isinstance(event, Retrying):
             self.tally.get(event.model).note = f"retry {event.retry}/{event.retries}"
             self._print(f"[yellow]![/] {event.model}: ", _retry_text(event))
@@ -313,7 +354,7 @@ class TerminalReporter(LiveView):
             self.tally.resumed(event)
             self._print(f"[cyan]↻[/] {event.model}: ", _resume_text(event))
         elif isinstance(event, ModelFinished):
-            self._finished(event.outcome)
+            self._finished(event)
 
     def _print(self, prefix: str, text: str) -> None:
         from rich.text import Text  # tens of ms: only when a terminal is drawn
@@ -322,14 +363,15 @@ class TerminalReporter(LiveView):
         line.append(text)  # server text is never parsed as markup
         self.console.print(line)
 
-    def _finished(self, outcome: PullOutcome) -> None:
-        name = outcome.name.short
+    def _finished(self, event: ModelFinished) -> None:
+        name = event.model
         model = self.tally.finish(name)
-        if outcome.ok and outcome.status != PullStatus.PRESENT and model is not None \
-                and model.total:
+        self.step = ""
+        text = finished_text(event)
+        if event.ok and event.shown_whole and model is not None and model.total:
             done = model.total
-            speed = outcome.downloaded / outcome.duration if outcome.duration > 0 else 0
-            tail = f"  {format_duration(outcome.duration)}"
+            speed = event.moved / event.duration if event.duration > 0 else 0
+            tail = f"  {format_duration(event.duration)}"
             if speed:
                 tail += f"  {human_bytes(speed)}/s"
             # The bar gets what the name and the figures leave of the line ("✓ " first).
@@ -339,14 +381,14 @@ class TerminalReporter(LiveView):
                 line = bar_line(name, done, model.total, 0, width=min(BAR_WIDTH, room),
                                 finished=True) + tail
             else:  # a long name: no bar, the line must not wrap
-                line = f"{name}: {outcome_text(outcome)}"
+                line = f"{name}: {text}"
             self._print("[green]✓[/] ", line)
-        elif outcome.ok:
-            self._print("[green]✓[/] ", f"{name}: {outcome_text(outcome)}")
-        elif outcome.status == PullStatus.INTERRUPTED:
-            self._print("[yellow]![/] ", f"{name}: {outcome_text(outcome)}")
+        elif event.ok:
+            self._print("[green]✓[/] ", f"{name}: {text}")
+        elif event.interrupted:
+            self._print("[yellow]![/] ", f"{name}: {text}")
         else:
-            self._print("[red]✗[/] ", f"{name}: {outcome_text(outcome)}")
+            self._print("[red]✗[/] ", f"{name}: {text}")
 
     def __rich__(self) -> RenderableType:
         """One frame, built when rich refreshes (not per event)."""
@@ -354,33 +396,40 @@ class TerminalReporter(LiveView):
         from rich.text import Text  # tens of ms: only when a terminal is drawn
 
         now = self.clock()
-        # Room for the bar once label, sizes, speed and ETA (about 62 columns) are drawn.
-        width = max(8, min(BAR_WIDTH, self.console.width - 62))
         lines: list[Text] = []
         for model, blobs in self.tally.snapshot():
             _sample(model, now)
-            downloading = any(blob.done < blob.total for _, blob in blobs)
+            moving = any(blob.done < blob.total for _, blob in blobs)
+            busy = "downloading" if model.action == PULLING else model.action
             head = Text(model.name, style="bold")
-            head.append(f"  {model.note or ('downloading' if downloading else model.status)}",
-                        style="dim")
+            head.append(f"  {model.note or (busy if moving else model.status)}", style="dim")
             lines.append(head)
+            label = f"  {model.action} "
             for digest, blob in blobs:
                 if blob.done < blob.total:
                     _sample(blob, now)
-                lines.append(Text(bar_line(f"  pulling {_short(digest)}", blob.done,
-                                           blob.total, blob.speed, width=width)))
+                lines.append(self._bar(f"{label}{_short(digest)}", blob.done, blob.total,
+                                       blob.speed))
             if len(blobs) > 1 or model.expected:
-                lines.append(Text(bar_line(f"  {'total':<20}", model.done, model.total,
-                                           model.speed, width=width), style="bold"))
+                total = f"  {'total':<{len(label) + 10}}"
+                lines.append(self._bar(total, model.done, model.total, model.speed,
+                                       style="bold"))
+        if not lines and self.step:
+            lines.append(Text(self.step, style="dim"))
         return Group(*lines)
+
+    def _bar(self, label: str, done: int, total: int, speed: float, *,
+             style: str = "") -> Text:
+        from rich.text import Text  # tens of ms: only when a terminal is drawn
+
+        # Room for the bar once label, percent, sizes, speed and ETA (43 at most) are drawn.
+        width = max(8, min(BAR_WIDTH, self.console.width - len(label) - 43))
+        return Text(bar_line(label, done, total, speed, width=width), style=style)
 
 
 def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
-                  console: Console | None = None, kinds: tuple[type, type] | None = None
-                  ) -> Any:
-    """The reporter for this output: None when quiet. `kinds`: other (plain, terminal)
-    reporter classes taking the same arguments (bundle transfers have their own)."""
-    plain, live = kinds or (PlainReporter, TerminalReporter)
+                  console: Console | None = None) -> PlainReporter | TerminalReporter | None:
+    """The reporter for this output: None when quiet."""
     if quiet:
         return None
     if terminal:
@@ -388,9 +437,9 @@ def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
             from rich.console import Console  # tens of ms: only when a terminal is drawn
 
             console = Console(file=stream, force_terminal=True, highlight=False)
-        return live(console)
-    return plain(stream)
+        return TerminalReporter(console)
+    return PlainReporter(stream)
 
 
-__all__ = ["PlainReporter", "TerminalReporter", "make_reporter", "outcome_text",
+__all__ = ["PlainReporter", "TerminalReporter", "finished_text", "make_reporter", "outcome_text",
            "bar_line", "format_duration", "format_sizes", "progress_line"]
