@@ -13,14 +13,14 @@ padding (Ollama creates them; nothing here loads them).
 2. Upload throughput: one blob pushed from a bundle to a fresh server, against a plain
    HTTP upload of the same blob file to the same endpoint (`curl -T`, else Python's
    http.client), best of 3 each. Goal: >= 80 %.
-3. Peak RSS (the process's own, from wait4) of `bundle create` of a model of several GB
-   from the registry, and of `bundle push` of it. Goal: <= 200 MB.
+3. Peak RSS (the process's own VmHWM) of `bundle create` of a model of several GB
+   from the registry, of `bundle push` of it, and of `fleet --seed` of it to two fresh
+   servers (downloaded into an empty cache, uploaded twice). Goal: <= 200 MB.
 4. `fleet --seed` for N servers (1, 4, 16): the CLI run as a user runs it, on N fresh
    servers with an empty cache, then once more on N other fresh servers with the cache
    it left. Printed: the registry's blob requests (its proxy's log) and the bytes the
    summary says came from the registry and went to the hosts, wall time. Goal: each
-   model from the registry once whatever N, and nothing on the second run. (Until
-   `fleet --seed` exists, issue 14's wiring, it says so and skips.)
+   model from the registry once whatever N, and nothing on the second run.
 
     python scripts/bench_bundle.py [--model-mb 100] [--servers 1,4,16] [--big-gb 3]
 
@@ -48,11 +48,10 @@ from provision.bundle import (  # noqa: E402
     BundleReader,
     PushOptions,
     RegistrySource,
-    StepChanged,
     create_bundle,
-    provision_from_bundle,
+    push_models,
 )
-from provision.bundle.events import BlobProgress  # noqa: E402
+from provision.models.pull import BlobProgress, StatusChanged  # noqa: E402
 from provision.models.registry import RegistryClient  # noqa: E402
 from provision.names import parse_name  # noqa: E402
 from provision.output import human_bytes  # noqa: E402
@@ -113,7 +112,7 @@ def registry_traffic(bench: Bench, registry: Registry, name: str, counts: list[i
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=n) as pool:
             outcomes = list(pool.map(
-                lambda s, r=reader: provision_from_bundle(
+                lambda s, r=reader: push_models(
                     r, OllamaServer(parse_host(s.url)))[0], servers))
         wall = time.monotonic() - started
         push_gets = registry.blob_gets() - gets_before - bundle_gets
@@ -143,7 +142,7 @@ class UploadClock:
             now = time.monotonic()
             self.first = self.first or now
             self.last = now
-        elif isinstance(event, StepChanged) and event.step == "creating the model":
+        elif isinstance(event, StatusChanged) and event.status == "creating the model":
             self.last = time.monotonic()
 
 
@@ -199,8 +198,8 @@ def upload_throughput(bench: Bench, seed: RealOllama, registry: Registry, name: 
             bench.retire(server)
         server = bench.server()
         clock = UploadClock()
-        provision_from_bundle(reader, OllamaServer(parse_host(server.url)), options=PushOptions(),
-                              reporter=clock)
+        push_models(reader, OllamaServer(parse_host(server.url)), options=PushOptions(),
+                    reporter=clock)
         ours.append((clock.last or 0) - (clock.first or 0))
         bench.retire(server)
     best_plain, best_ours = blob.size / min(plain), blob.size / max(min(ours), 1e-9)
@@ -215,13 +214,14 @@ def upload_throughput(bench: Bench, seed: RealOllama, registry: Registry, name: 
     bundle.unlink()
 
 
-def peak_rss(command: list[str]) -> tuple[int, float, int]:
+def peak_rss(command: list[str], env: dict[str, str] | None = None
+             ) -> tuple[int, float, int]:
     """(peak RSS bytes, seconds, exit code) of a command run as its own process: its
     VmHWM, read until it exits (wait4's ru_maxrss would also count the memory of this
     process, which the child shares until it execs)."""
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=env)
     status = Path(f"/proc/{proc.pid}/status")
     peak = 0
     while proc.poll() is None:
@@ -254,6 +254,21 @@ def big_model_memory(bench: Bench, seed: RealOllama, registry: Registry,
           f"{human_bytes(bundle.stat().st_size / took)}/s, exit {code}")
     bench.retire(server)
     bundle.unlink()
+    servers = [bench.server(), bench.server()]
+    inventory = bench.root / "seed-big.toml"
+    inventory.write_text("".join(f'[[hosts]]\nname = "s{i}"\nurl = "{s.url}"\n\n'
+                                 for i, s in enumerate(servers))
+                         + f'[groups.all]\n[[groups.all.models]]\nname = "{name}"\n\n'
+                         "[pull]\ninsecure = true\n")
+    cache = bench.root / "seed-big-cache"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    rss, took, code = peak_rss([sys.executable, "-m", "provision", "fleet", "-i",
+                                str(inventory), "--seed", "--no-verify", "-q"], env)
+    print(f"  fleet --seed to 2 servers (empty cache: downloaded once, uploaded twice): "
+          f"peak RSS {human_bytes(rss)}, {took:.1f}s, exit {code} (goal <= 200 MB)")
+    for server in servers:
+        bench.retire(server)
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 def seed_traffic(bench: Bench, registry: Registry, name: str, counts: list[int],
@@ -279,9 +294,6 @@ def seed_traffic(bench: Bench, registry: Registry, name: str, counts: list[int],
             took = time.monotonic() - started
             for server in servers:
                 bench.retire(server)
-            if "unrecognized arguments: --seed" in done.stderr:
-                print("  fleet --seed is not there yet (issue 14 wiring): skipped")
-                return
             try:
                 seed = json.loads(done.stdout)["seed"]
             except (ValueError, KeyError, TypeError):

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from provision.bundle.events import UPLOAD, BlobProgress, ModelFinished, ModelStarted, Notice
 from provision.bundle.format import (
     FORMAT,
     BundleError,
@@ -29,11 +28,20 @@ from provision.bundle.format import (
     member_header,
     parse_index,
 )
-from provision.bundle.progress import PlainReporter, TerminalReporter
 from provision.bundle.reader import BundleReader
 from provision.bundle.recipe import check_recreatable, recipe, small_layers
 from provision.bundle.writer import BlobDigestMismatch, BundleWriter
 from provision.cli import main
+from provision.models.progress import PlainReporter, TerminalReporter
+from provision.models.pull import (
+    UPLOADING,
+    BlobProgress,
+    ErrorKind,
+    ModelFinished,
+    ModelStarted,
+    PullError,
+    Retrying,
+)
 from provision.models.registry import parse_manifest
 from provision.names import parse_name
 
@@ -287,14 +295,15 @@ def test_layers_the_create_api_cannot_rebuild_are_refused_up_front() -> None:
 
 
 def _upload_events(reporter, total: int = 4_700_000_000) -> None:
-    reporter.handle(ModelStarted("127.0.0.1:5000/library/qwen2.5-coder:14b", UPLOAD, total))
+    """An upload as `bundle push` reports it, with the same reporters as a pull."""
+    name = "127.0.0.1:5000/library/qwen2.5-coder:14b"
+    reporter.handle(ModelStarted(name, total, UPLOADING))
     for done in range(0, total + 1, total // 20):
-        reporter.handle(BlobProgress("127.0.0.1:5000/library/qwen2.5-coder:14b",
-                                     "sha256:" + "ab" * 32, total, done))
-    reporter.handle(Notice("127.0.0.1:5000/library/qwen2.5-coder:14b",
-                           "the upload was cut off; retry 1/5 in 1s"))
-    reporter.handle(ModelFinished("127.0.0.1:5000/library/qwen2.5-coder:14b", True,
-                                  "created: 4.7 GB sent (85.0 MB/s)"))
+        reporter.handle(BlobProgress(name, "sha256:" + "ab" * 32, total, done))
+    reporter.handle(Retrying(name, 1, 5, 1.0, PullError(
+        ErrorKind.UPLOAD_FAILED, "the upload was cut off", retryable=True)))
+    reporter.handle(ModelFinished(name, True, "created: 4.7 GB sent (85.0 MB/s)",
+                                  moved=total, duration=55.3))
 
 
 def test_a_terminal_shows_bars_within_80_columns() -> None:
@@ -302,13 +311,14 @@ def test_a_terminal_shows_bars_within_80_columns() -> None:
     console = Console(file=buffer, force_terminal=True, width=80, color_system=None)
     reporter = TerminalReporter(console)
     with reporter:
-        reporter.handle(ModelStarted("qwen2.5-coder:14b", UPLOAD, 9_400_000_000))
+        reporter.handle(ModelStarted("qwen2.5-coder:14b", 9_400_000_000, UPLOADING))
         reporter.handle(BlobProgress("qwen2.5-coder:14b", "sha256:" + "ab" * 32,
                                      4_700_000_000, 2_100_000_000))
         console.print(reporter)  # one frame, as the live display draws it
         _upload_events(reporter)
     lines = [x for x in re.split(r"[\r\n]", ANSI.sub("", buffer.getvalue())) if x.strip()]
-    assert any(re.search(r"ababababab.. +44% ▕[█ ]+▏ 2\.1/4\.7 GB", x) for x in lines)
+    assert any(re.search(r"uploading ababababab.. +44% ▕[█ ]+▏ 2\.1/4\.7 GB", x)
+               for x in lines)
     assert any(re.search(r"total +22% ▕[█ ]+▏ 2\.1/9\.4 GB", x) for x in lines)
     assert "✓ 127.0.0.1:5000/library/qwen2.5-coder:14b: created: 4.7 GB sent (85.0 MB/s)" \
         in lines
@@ -320,7 +330,7 @@ def test_a_log_gets_a_start_line_periodic_lines_and_an_end_line() -> None:
     _upload_events(PlainReporter(stream, interval=3600))
     lines = stream.getvalue().splitlines()
     name = "127.0.0.1:5000/library/qwen2.5-coder:14b"
-    assert lines[0] == f"{name}: uploading 4.7 GB"
+    assert lines[0] == f"uploading {name}"
     steps = [x for x in lines if re.match(rf"{re.escape(name)}: \d+% \(", x)]
     assert 9 <= len(steps) <= 11  # about every 10 %
     assert lines[-2:] == [f"{name}: the upload was cut off; retry 1/5 in 1s",

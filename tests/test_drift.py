@@ -10,7 +10,7 @@ import json
 import pytest
 
 from provision.cli import main
-from provision.models import DriftState, RegistryClient, RegistryDigests, check_server
+from provision.models import DriftState, Reference, RegistryClient, check_server
 from provision.models.drift import majority
 from provision.names import parse_name
 from provision.server import OllamaServer, parse_host, parse_show
@@ -53,7 +53,7 @@ def _check(srv, registry_url: str, names: list[str]) -> dict[str, object]:  # no
     parsed = [parse_name(n) for n in names]
     env = {"OLLAMA_PROVISION_REGISTRY": registry_url}
     with OllamaServer(parse_host(srv.url)) as server, RegistryClient(environ=env) as registry:
-        found = check_server(server, parsed, RegistryDigests(registry))
+        found = check_server(server, parsed, Reference.of_registry(registry))
     return {d.name.short: d for d in found}
 
 
@@ -64,7 +64,7 @@ def test_one_server_current_stale_missing(fleet) -> None:  # noqa: ANN001
     assert found[SMALL].state == DriftState.CURRENT
     assert found[TINY].state == DriftState.STALE
     assert found[TINY].digest == weights_on(srv, TINY)
-    assert found[TINY].registry_digest == registry_weights(fleet.registry, TINY)
+    assert found[TINY].reference_digest == registry_weights(fleet.registry, TINY)
     assert found["llama3.2:3b"].state == DriftState.MISSING
 
 

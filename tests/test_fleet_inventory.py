@@ -68,7 +68,33 @@ name = "LLAMA3.2:1b"
     assert only.required
 
 
+def test_seed_uploads_and_a_bundle_beside_the_inventory(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(MINIMAL + """
+[fleet]
+uploads = 2
+[pull]
+bundle = "models.tar"
+[seed]
+enabled = true
+cache_dir = "cache"
+cache_size = "1.5G"
+""")
+    inventory = load_inventory(str(path))
+    assert inventory.uploads == 2
+    assert inventory.pull.bundle == str(tmp_path / "models.tar")  # beside the file
+    assert inventory.seed.enabled and inventory.seed.cache_size == 1_500_000_000
+    assert inventory.seed.cache_dir == str(tmp_path / "cache")
+    plain = parse_inventory(MINIMAL + "[seed]\ncache_size = 0\n", "f.toml")
+    assert (plain.uploads, plain.seed.enabled, plain.seed.cache_size) == (4, False, 0)
+
+
 @pytest.mark.parametrize("text, message", [
+    (MINIMAL + "[pull]\nbundle = 5\n", "pull.bundle: expected a path (string), got 5"),
+    (MINIMAL + "[pull]\nbundel = 'x.tar'\n",
+     "pull.bundel: unknown key (did you mean 'bundle'?)"),
+    (MINIMAL + "[seed]\ncache_size = 'lots'\n", "seed.cache_size: expected bytes, or a size"),
+    (MINIMAL + "[fleet]\nuploads = 0\n", "fleet.uploads: expected an integer >= 1"),
     (MINIMAL + "[fleet]\nconcurency = 3\n",
      "fleet.concurency: unknown key (did you mean 'concurrency'?)"),
     (MINIMAL.replace('name = "llama3.2:1b"', 'nmae = "llama3.2:1b"'),

@@ -142,3 +142,14 @@ def test_clients_errors_name_the_key(text: str, expected: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_manifest(text, "m.toml")
     assert expected in info.value.message
+
+
+def test_a_bundle_is_found_beside_the_manifest(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    path = tmp_path / "m.toml"
+    path.write_text('[[models]]\nname = "tiny"\n[pull]\nbundle = "models.tar"\n')
+    assert load_manifest(str(path)).pull.bundle == str(tmp_path / "models.tar")
+    path.write_text('[[models]]\nname = "tiny"\n[pull]\nbundle = "~/m.tar"\n')
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_manifest(str(path)).pull.bundle == str(tmp_path / "home" / "m.tar")
+    with pytest.raises(UsageError, match=r"pull.bundle: expected a path \(string\), got ''"):
+        parse_manifest('[pull]\nbundle = ""\n', "m.toml")

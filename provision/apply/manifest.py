@@ -212,11 +212,13 @@ def _check_values(source: str, sections: dict[str, Any]) -> None:
 
 
 def load_manifest(path: str | None) -> ApplyManifest:
-    """Read `-f FILE`, or the built-in default when no file is given."""
+    """Read `-f FILE`, or the built-in default when no file is given. A `[pull] bundle`
+    is relative to the file's folder (the built-in default's: the working directory)."""
     if path is None:
         text = files("provision").joinpath("data", BUILTIN_DEFAULT).read_text(encoding="utf-8")
         builtin = parse_manifest(text, f"built-in {BUILTIN_DEFAULT}")
-        return replace(builtin, server=replace(builtin.server, wait_asked=False))
+        return replace(builtin, server=replace(builtin.server, wait_asked=False),
+                       pull=builtin.pull.resolved(Path.cwd()))
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write, is fine
@@ -224,4 +226,5 @@ def load_manifest(path: str | None) -> ApplyManifest:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read: {exc}") from None
-    return parse_manifest(text, path)
+    manifest = parse_manifest(text, path)
+    return replace(manifest, pull=manifest.pull.resolved(file.parent.absolute()))

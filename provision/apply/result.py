@@ -70,6 +70,7 @@ class ApplyResult:
     dry_run: bool
     models_dir: str | None = None
     would_pull: bool = False  # a dry run: the plan found models to pull or create
+    bundle: str | None = None  # the models came from this bundle (None: the registry)
 
     @property
     def changed(self) -> bool:

@@ -5,6 +5,10 @@ other [clients]) → report. One `OllamaServer` serves every step, so each thing
 server is asked once; pull, create and verify are the steps `fleet` runs on each host
 (`ServerSteps`). Every step ends in a frozen StepResult; the models' outcomes are
 gathered in ApplyModelResults; `ApplyResult.exit_code` follows the documented exit codes.
+
+With a bundle (`[pull] bundle`, `--bundle`) the models come from it: it is opened and
+checked against the declared models before the first step, the hardware and the plan
+read it where they would read the registry, and the pull step uploads from it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import IO, Any, NamedTuple
 from provision.apply.log import StepLog
 from provision.apply.manifest import ApplyManifest, ClientsSpec
 from provision.apply.result import ApplyModelResult, ApplyResult, StepResult, StepStatus
+from provision.bundle import BundleError, BundleReader, StoreFiles, StorePush, TransferOptions
 from provision.clients import (
     ClientOptions,
     ConfigRequest,
@@ -53,6 +58,8 @@ from provision.hardware import (
 )
 from provision.http import Timeouts
 from provision.models import (
+    ModelFiles,
+    ModelSpec,
     RegistryClient,
     ServerSteps,
     Target,
@@ -108,6 +115,7 @@ class ApplyOptions:
     codex_version: str | None = None
     codex_home: str | None = None
     environ: dict[str, str] | None = None
+    bundle: str | None = None  # --bundle: replaces the manifest's [pull] bundle
 
 
 class _Run:
@@ -132,14 +140,19 @@ class _Run:
         # --host, else the manifest's [server].host, else OLLAMA_HOST, else the default.
         self.address = resolve_host(options.host or manifest.server.host, environ=self.env)
         spec = manifest.server
+        backoff = PullOptions.backoff_from_env(self.env)
+        self.pull_spec = replace(manifest.pull, **(options.pull or {}))
+        self.bundle = self._open_bundle(options.bundle or manifest.pull.bundle)
+        source = None if self.bundle is None else StorePush(
+            self.bundle, "bundle", transfer=TransferOptions(
+                retries=self.pull_spec.retries, backoff_base=backoff,
+                connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout))
         self.server = OllamaServer(
             self.address, environ=self.env,
             timeouts=Timeouts.for_server(spec.connect_timeout, spec.read_timeout))
-        self.pull_spec = replace(manifest.pull, **(options.pull or {}))
         self.on_server = ServerSteps(
-            self.server, self.pull_spec, manifest.verify,
-            backoff_base=PullOptions.backoff_from_env(self.env),
-            connect_timeout=spec.connect_timeout)
+            self.server, self.pull_spec, manifest.verify, backoff_base=backoff,
+            connect_timeout=spec.connect_timeout, source=source)
         self.assumption = parse_assume(list(options.assume)) if options.assume else None
         if options.codex_version is not None:
             check_codex_version(options.codex_version)
@@ -150,6 +163,39 @@ class _Run:
                 raise UsageError(f"Codex home {home} is not a directory")
 
     # --- helpers -------------------------------------------------------------------------
+    def _open_bundle(self, path: str | None) -> BundleReader | None:
+        """The bundle the models come from, checked before any step: every declared model
+        (not a custom one) must be in it (BundleError, exit 2, naming both); a `choose`
+        list keeps the candidates it has. A truncated bundle is exit 1."""
+        if path is None:
+            return None
+        reader = BundleReader(Path(path))
+        reader.select([parse_name(m.name) for m in self.manifest.models
+                       if m.name and not m.is_custom])
+        specs = []
+        for spec in self.manifest.models:
+            if spec.choose:
+                spec = self._in_bundle(spec, reader)
+            specs.append(spec)
+        self.manifest = replace(self.manifest, models=tuple(specs))
+        reader.check()
+        return reader
+
+    def _in_bundle(self, spec: ModelSpec, reader: BundleReader) -> ModelSpec:
+        kept = [c for c in spec.choose if reader.index.find(parse_name(c)) is not None]
+        if not kept:
+            have = ", ".join(m.name.short for m in reader.index.models) or "nothing"
+            raise BundleError(f"{reader.path} has none of {', '.join(spec.choose)} (it has: "
+                              f"{have})", exit_code=EXIT_USAGE)
+        if len(kept) < len(spec.choose):
+            left = [c for c in spec.choose if c not in kept]
+            self.log.info(f"not in {reader.path}, so not chosen from: {', '.join(left)}")
+        return replace(spec, choose=tuple(kept))
+
+    def _files(self, registry: RegistryClient) -> ModelFiles:
+        """What the hardware and the plan read a model's files from: the bundle, if any."""
+        return registry if self.bundle is None else StoreFiles(self.bundle)
+
     def _step(self, name: str, title: str, body: StepBody) -> StepResult:
         self.log.begin(name, title)
         started = time.monotonic()
@@ -242,7 +288,7 @@ class _Run:
                     hardware=self.manifest.hardware,
                     ignore_hardware=self.options.ignore_hardware,
                     require=self.options.require,
-                    server_version=version or self.version, registry=registry)
+                    server_version=version or self.version, registry=self._files(registry))
             errors: list[str] = []
             fixes: list[str] = []
             rows = []
@@ -309,8 +355,12 @@ class _Run:
 
     def plan(self) -> StepResult:
         def body() -> Done:
-            plan = build_plan(self._pull_names(), self.server, self.server.tags(),
-                              insecure=self.pull_spec.insecure)
+            with RegistryClient(insecure=self.pull_spec.insecure,
+                                environ=self.env) as registry:
+                plan = build_plan(self._pull_names(), self.server, self.server.tags(),
+                                  insecure=self.pull_spec.insecure,
+                                  registry=self._files(registry))
+            verb = "pull" if self.bundle is None else "upload"
             if plan.disk is not None:
                 self.models_dir = str(plan.disk.path)
             lines, errors = [], []
@@ -320,10 +370,10 @@ class _Run:
                     lines.append(f"{model.name.short} is present")
                 elif model.error:
                     unknown += 1
-                    lines.append(f"pull {model.name.short} (size unknown: {model.error})")
+                    lines.append(f"{verb} {model.name.short} (size unknown: {model.error})")
                 else:
                     size = human_bytes(model.download or model.size or 0)
-                    lines.append(f"pull {model.name.short} ({size})")
+                    lines.append(f"{verb} {model.name.short} ({size})")
             creates = [d.name.short for d in self.decisions if d.allowed and d.spec.is_custom]
             lines += [f"create {name} (if it differs)" for name in creates]
             fixes = []
@@ -344,7 +394,7 @@ class _Run:
                     "pulls": pulls, "present": present, "creates": creates}
             self.would_pull = bool(pulls or creates)
             return Done(FAILED if errors else OK,
-                        _plan_summary(len(pulls), unknown, plan.download, len(present),
+                        _plan_summary(verb, len(pulls), unknown, plan.download, len(present),
                                       len(creates)), data, errors, tuple(fixes))
 
         return self._step("plan", "what needs doing", body)
@@ -392,7 +442,9 @@ class _Run:
             return Done(status, "; ".join(parts) or "nothing to download", data, errors,
                         tuple(dict.fromkeys(fixes)))
 
-        return self._step("pull", "download missing models", body)
+        title = ("download missing models" if self.bundle is None
+                 else f"upload missing models from {self.bundle.path.name}")
+        return self._step("pull", title, body)
 
     def _pulled(self, outcome: PullOutcome) -> list[tuple[str, bool]]:
         """Record a pull's outcome on the models it serves (custom models: in _create);
@@ -698,7 +750,8 @@ def _result(run: _Run, code: int) -> ApplyResult:
     return ApplyResult(source=run.manifest.source, address=run.address, steps=tuple(run.steps),
                        models=tuple(run.models.values()), exit_code=code,
                        dry_run=run.options.dry_run, models_dir=run.models_dir,
-                       would_pull=run.options.dry_run and run.would_pull)
+                       would_pull=run.options.dry_run and run.would_pull,
+                       bundle=str(run.bundle.path) if run.bundle is not None else None)
 
 
 def _chose_line(decision: GateDecision) -> str:
@@ -718,16 +771,18 @@ def _chose_line(decision: GateDecision) -> str:
     return f"{head} of {len(decision.spec.choose)}: " + "; ".join(judged)
 
 
-def _plan_summary(pulls: int, unknown: int, download: int, present: int, creates: int) -> str:
-    """`1 to pull (1.3 GB), 2 present`: a size only where the registry told it."""
+def _plan_summary(verb: str, pulls: int, unknown: int, download: int, present: int,
+                  creates: int) -> str:
+    """`1 to pull (1.3 GB), 2 present`: a size only where the registry told it (`verb`:
+    pull, or upload from a bundle)."""
     if not pulls:
-        parts = ["nothing to pull"]
+        parts = [f"nothing to {verb}"]
     elif unknown == pulls:
-        parts = [f"{pulls} to pull (size unknown)"]
+        parts = [f"{pulls} to {verb} (size unknown)"]
     elif unknown:
-        parts = [f"{pulls} to pull (at least {human_bytes(download)})"]
+        parts = [f"{pulls} to {verb} (at least {human_bytes(download)})"]
     else:
-        parts = [f"{pulls} to pull ({human_bytes(download)})"]
+        parts = [f"{pulls} to {verb} ({human_bytes(download)})"]
     if present:
         parts.append(f"{present} present")
     if creates:

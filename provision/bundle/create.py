@@ -8,21 +8,10 @@ command continues it. An existing FILE with the same index is left alone.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.bundle.events import (
-    DOWNLOAD,
-    BlobProgress,
-    ModelFinished,
-    ModelStarted,
-    Notice,
-    NullReporter,
-    Reporter,
-    StepChanged,
-)
 from provision.bundle.format import (
     BundleBlob,
     BundleError,
@@ -33,8 +22,19 @@ from provision.bundle.format import (
 from provision.bundle.reader import BundleReader
 from provision.bundle.recipe import check_recreatable
 from provision.bundle.sources import Source
-from provision.bundle.writer import BlobSink, BundleWriter, Resumed
+from provision.bundle.writer import ArchiveSink, BundleWriter, Resumed, check_free_space
 from provision.errors import EXIT_NOT_READY, EXIT_USAGE, ProvisionError
+from provision.models.pull import (
+    DOWNLOADING,
+    BlobProgress,
+    ModelFinished,
+    ModelStarted,
+    Notice,
+    NullReporter,
+    Reporter,
+    StatusChanged,
+)
+from provision.models.pull import Resumed as ResumedBlob
 from provision.models.registry import ModelManifest
 from provision.names import ModelName
 from provision.output import human_bytes
@@ -83,11 +83,13 @@ def create_bundle(names: list[ModelName], source: Source, path: Path, *,
         fetched = 0
         sizes = {m.name.key: m.total_size for m in manifests}
         for model in index.models:
-            fetched += _fetch_model(model.name, index, owners, resumed, writer, source,
-                                    report)
-            report.handle(ModelFinished(model.name.short, True,
-                                        f"bundled ({human_bytes(sizes[model.name.key])})"))
-        report.handle(StepChanged("", f"writing {path.name}", slow=True))
+            began = time.monotonic()
+            moved = _fetch_model(model.name, index, owners, resumed, writer, source, report)
+            fetched += moved
+            report.handle(ModelFinished(
+                model.name.short, True, f"bundled ({human_bytes(sizes[model.name.key])})",
+                moved=moved, duration=time.monotonic() - began, shown_whole=moved > 0))
+        report.handle(StatusChanged("", f"writing {path.name}", slow=True))
         writer.finish()
     except OSError as exc:  # the disk filled up, the folder is read-only, ...
         raise ProvisionError(f"cannot write {writer.partial}: {exc.strerror or exc}",
@@ -110,16 +112,16 @@ def _fetch_model(name: ModelName, index: BundleIndex, owners: dict[str, ModelNam
             if owners[b.digest].key == name.key and b.digest not in resumed.complete]
     kept = resumed.partial[1] if resumed.partial and any(
         b.digest == resumed.partial[0] for b in todo) else 0
-    report.handle(ModelStarted(short, DOWNLOAD, sum(b.size for b in todo) - kept))
-    if kept:
-        report.handle(Notice(short, f"resuming an interrupted run: {human_bytes(kept)} of "
-                                    f"blob {resumed.partial[0][7:19]} already written"))
+    report.handle(ModelStarted(short, sum(b.size for b in todo), DOWNLOADING))
+    if kept and resumed.partial:
+        blob_size = next(b.size for b in todo if b.digest == resumed.partial[0])
+        report.handle(ResumedBlob(short, resumed.partial[0], kept, blob_size))
     fetched = 0
     for blob in todo:
         sink = writer.sink(blob)
         first = sink.written
 
-        def progress(count: int, blob: BundleBlob = blob, sink: BlobSink = sink,
+        def progress(count: int, blob: BundleBlob = blob, sink: ArchiveSink = sink,
                      first: int = first) -> None:
             report.handle(BlobProgress(short, blob.digest, blob.size, sink.written, first))
 
@@ -131,7 +133,7 @@ def _fetch_model(name: ModelName, index: BundleIndex, owners: dict[str, ModelNam
 def _manifests(names: list[ModelName], source: Source, report: Reporter) -> list[ModelManifest]:
     manifests = []
     for name in names:
-        report.handle(StepChanged(name.short, f"reading the manifest from {source.label}"))
+        report.handle(StatusChanged(name.short, f"reading the manifest from {source.label}"))
         manifest = source.manifest(name)
         problem = check_recreatable(manifest)
         if problem:
@@ -161,16 +163,8 @@ def _same_bundle(path: Path, index: BundleIndex, *, force: bool) -> bool:
 
 def _check_disk(path: Path, writer: BundleWriter) -> None:
     have = writer.partial.stat().st_size if writer.partial.exists() else 0
-    need = writer.size - have
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        return  # cannot tell: the write itself will say
-    if need > free:
-        raise ProvisionError(
-            f"not enough disk space at {path.parent}: the bundle needs {human_bytes(need)} "
-            f"more, {human_bytes(free)} is free", exit_code=EXIT_NOT_READY,
-            hint="free space there, or write the bundle elsewhere with -o")
+    check_free_space(path.parent, writer.size - have, "the bundle needs {need} more",
+                     "free space there, or write the bundle elsewhere with -o")
 
 
 def _first_users(index: BundleIndex, manifests: list[ModelManifest]) -> dict[str, ModelName]:

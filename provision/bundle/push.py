@@ -1,6 +1,7 @@
-"""Provisioning a server from a bundle, through the Ollama API alone.
+"""Provisioning a server from a store of models (a bundle, the seed cache), through the
+Ollama API alone.
 
-For each model: read its manifest and small layers from the bundle (checked), ask the
+For each model: read its manifest and small layers from the store (checked), ask the
 server what it has. A model with the same weights is `present`. Otherwise the GGUF
 blobs the server lacks are uploaded (`HEAD` first; each streamed, checked while it
 goes, retried), then `/api/create` makes the model under its registry name from the
@@ -9,32 +10,42 @@ pulled. A blob already on the server is never sent again, so a run that was stop
 continues where it was (a blob cut off in the middle is sent again whole: Ollama keeps
 no partial uploads). What fails leaves no model behind.
 
-`provision_from_bundle()` is the entry point (`bundle push` calls it; `pull`, `apply`
-and `fleet` with `--bundle` are meant to).
+`push_models()` is the entry point (`bundle push` calls it); `StorePush` is it as the
+`ModelSource` of `pull --bundle`, `apply` and `fleet` (`--bundle`, `--seed`), in pull's
+words.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Callable, TypeVar
 
-from provision.bundle.events import (
-    UPLOAD,
+from provision.bundle.format import BundleBlob, BundleError, BundleModel, sha256_digest
+from provision.bundle.recipe import Recipe, recipe, small_layers
+from provision.bundle.store import ModelStore, StoreFiles
+from provision.bundle.transfer import Pace, TooSlow, TransferOptions
+from provision.models import ensure_disk_space
+from provision.models.pull import (
+    UPLOADING,
     BlobProgress,
+    ErrorKind,
     ModelFinished,
     ModelStarted,
-    Notice,
     NullReporter,
+    PullError,
+    PullInterrupted,
+    PullOutcome,
+    PullStatus,
     Reporter,
-    StepChanged,
+    Retrying,
+    StatusChanged,
+    cancelled,
+    classify_server_error,
 )
-from provision.bundle.format import BundleBlob, BundleError, BundleModel, sha256_digest
-from provision.bundle.reader import BundleReader
-from provision.bundle.recipe import Recipe, recipe, small_layers
-from provision.bundle.transfer import Pace, TooSlow, TransferOptions
-from provision.models.pull import ErrorKind, PullError, classify_server_error
 from provision.models.registry import Layer, ModelManifest
 from provision.names import ModelName
 from provision.output import human_bytes
@@ -60,10 +71,16 @@ CREATE_MIN_RATE = 20e6  # bytes per second the server checks the weights at, at 
 
 
 
+UploadSlot = Callable[[], AbstractContextManager[object]]
+
+
 @dataclass(frozen=True)
 class PushOptions:
     upgrade: bool = True  # replace a model whose weights differ (False: leave it, stale)
     transfer: TransferOptions = field(default_factory=TransferOptions)
+    # Held around each attempt to upload a blob (not around HEAD, create or a backoff):
+    # `fleet` shares one bounded semaphore between its hosts (`--uploads N`).
+    upload_slot: UploadSlot = nullcontext
 
 
 @dataclass(frozen=True)
@@ -100,22 +117,27 @@ class PushInterrupted(KeyboardInterrupt):
         self.outcomes = outcomes
 
 
-def provision_from_bundle(bundle: BundleReader, server: OllamaServer,
-                          names: Sequence[ModelName] = (), *,
-                          options: PushOptions | None = None,
-                          reporter: Reporter | None = None,
-                          sleep: Callable[[float], None] = time.sleep) -> list[PushOutcome]:
-    """Put the named models of `bundle` (all of them when none are named) on the server.
+Announce = Callable[[PushOutcome], ModelFinished]  # how a model's end is told
 
-    Raises BundleError before anything is sent when the file is truncated or lacks a
-    named model; every other failure is a model's `failed` outcome. Ctrl-C raises
-    PushInterrupted with the outcomes so far.
+
+def push_models(store: ModelStore, server: OllamaServer, names: Sequence[ModelName] = (), *,
+                options: PushOptions | None = None, reporter: Reporter | None = None,
+                sleep: Callable[[float], None] = time.sleep,
+                announce: Announce | None = None) -> list[PushOutcome]:
+    """Put the named models of `store` (all of them when none are named) on the server,
+    one after another.
+
+    Raises BundleError before anything is sent when the store is unusable (a truncated
+    bundle) or lacks a named model; every other failure is a model's `failed` outcome.
+    Ctrl-C raises PushInterrupted with the outcomes so far. `announce`: the reporter's
+    ModelFinished for an outcome (default: in `bundle push`'s words).
     """
     options = options or PushOptions()
-    models = bundle.select(names)
-    bundle.check_length()
+    models = store.select(names)
+    store.check()
     outcomes: list[PushOutcome] = []
-    run = _Push(bundle, server, options, reporter or NullReporter(), sleep)
+    run = _Push(store, server, options, reporter or NullReporter(), sleep,
+                announce or _announce)
     for model in models:
         try:
             outcomes.append(run.model(model))
@@ -138,18 +160,20 @@ class _Failed(Exception):
 class _Push:
     """One server, model after model; `current` is the model in progress."""
 
-    def __init__(self, bundle: BundleReader, server: OllamaServer, options: PushOptions,
-                 reporter: Reporter, sleep: Callable[[float], None]) -> None:
-        self.bundle = bundle
+    def __init__(self, store: ModelStore, server: OllamaServer, options: PushOptions,
+                 reporter: Reporter, sleep: Callable[[float], None],
+                 announce: Announce) -> None:
+        self.store = store
         self.server = server
         self.options = options
         self.report = reporter.handle
         self.sleep = sleep
+        self.announce = announce
         self._version: str | None = None
         self.current: PushOutcome
 
     def model(self, model: BundleModel) -> PushOutcome:
-        name, short = model.name, model.name.short
+        name = model.name
         started = time.monotonic()
         self.current = PushOutcome(name=name, status=PushStatus.INTERRUPTED)
         try:
@@ -157,19 +181,19 @@ class _Push:
         except _Failed as failed:
             outcome = replace(self.current, status=PushStatus.FAILED, error=failed.error)
         outcome = replace(outcome, duration=time.monotonic() - started)
-        self.report(ModelFinished(short, outcome.ok, outcome_text(outcome)))
+        self.report(self.announce(outcome))
         return outcome
 
     def _provision(self, model: BundleModel) -> PushOutcome:
         name, short = model.name, model.name.short
-        self.report(StepChanged(short, "reading the bundle"))
+        self.report(StatusChanged(short, f"reading {self.store.label}"))
         try:
-            manifest = self.bundle.manifest(model)
+            manifest = self.store.manifest(model)
             plan = self._recipe(manifest)
         except BundleError as exc:
             raise _Failed(PullError(ErrorKind.CORRUPT_BUNDLE, exc.message, hint=exc.hint)) from None
         self.current = replace(self.current, size=manifest.total_size)
-        self.report(StepChanged(short, "checking the server"))
+        self.report(StatusChanged(short, "checking the server"))
         before = self._call(lambda: self._installed(name), name)
         wanted = manifest.weights.digest if manifest.weights else None
         if before is not None and before.weights == wanted:
@@ -181,7 +205,7 @@ class _Push:
         missing = [x for x in plan.uploads
                    if not self._call(lambda d=x.digest: self.server.has_blob(d), name)]
         self.current = replace(self.current, blobs_skipped=len(plan.uploads) - len(missing))
-        self.report(ModelStarted(short, UPLOAD, sum(x.size for x in missing)))
+        self.report(ModelStarted(short, sum(x.size for x in missing), UPLOADING))
         for layer in missing:
             self._upload(name, layer)
         self._create(name, plan, existed=before is not None)
@@ -190,10 +214,10 @@ class _Push:
     def _recipe(self, manifest: ModelManifest) -> Recipe:
         small = {}
         for layer in small_layers(manifest):
-            blob = self.bundle.index.blob(layer.digest)
-            if blob is None:  # manifest() checked this: a bundle that changed under us
-                raise BundleError(f"the bundle lacks blob {layer.digest}")
-            small[layer.digest] = self.bundle.read_blob(blob)
+            blob = self.store.blob(layer.digest)
+            if blob is None:  # manifest() checked this: a store that changed under us
+                raise BundleError(f"{self.store.label} lacks blob {layer.digest}")
+            small[layer.digest] = self.store.read_blob(blob)
         try:
             return recipe(manifest, small)
         except (ValueError, KeyError) as exc:
@@ -216,10 +240,10 @@ class _Push:
 
     def _upload(self, name: ModelName, layer: Layer) -> None:
         transfer = self.options.transfer
-        blob = self.bundle.index.blob(layer.digest)
-        if blob is None:  # manifest() checked this: a bundle that changed under us
+        blob = self.store.blob(layer.digest)
+        if blob is None:  # manifest() checked this: a store that changed under us
             raise _Failed(PullError(ErrorKind.CORRUPT_BUNDLE,
-                                    f"the bundle lacks blob {layer.digest}"))
+                                    f"{self.store.label} lacks blob {layer.digest}"))
         failures = 0
         while True:
             sent = [0]
@@ -227,8 +251,9 @@ class _Push:
                 if failures and self.server.has_blob(blob.digest):
                     self._count(0, sent=1)  # the last attempt landed, its answer was lost
                     return
-                self.server.upload_blob(blob.digest, blob.size,
-                                        self._chunks(name.short, blob, sent))
+                with self.options.upload_slot():
+                    self.server.upload_blob(blob.digest, blob.size,
+                                            self._chunks(name.short, blob, sent))
                 self._count(sent[0], sent=1)
                 return
             except BundleError as exc:
@@ -245,13 +270,13 @@ class _Push:
             failures += 1
             self.current = replace(self.current, retries=self.current.retries + 1)
             delay = transfer.delay(failures)
-            self.report(Notice(name.short, f"{refused.reason}; retry {failures}/"
-                                           f"{transfer.retries} in {delay:.2g}s"))
+            self.report(Retrying(name.short, failures, transfer.retries, delay, PullError(
+                ErrorKind.UPLOAD_FAILED, refused.reason, retryable=True)))
             self.sleep(delay)
 
     def _chunks(self, short: str, blob: BundleBlob, sent: list[int]) -> Iterator[bytes]:
         pace = Pace(blob.size, self.options.transfer.limit_rate)
-        for chunk in self.bundle.stream_blob(blob):
+        for chunk in self.store.stream_blob(blob):
             yield chunk
             sent[0] += len(chunk)
             self.report(BlobProgress(short, blob.digest, blob.size, sent[0]))
@@ -285,14 +310,15 @@ class _Push:
     def _create(self, name: ModelName, plan: Recipe, *, existed: bool) -> None:
         # The server checks the weights by copying them once: allow for a slow disk.
         timeout = CREATE_SLACK + sum(x.size for x in plan.uploads) / CREATE_MIN_RATE
-        self.report(StepChanged(name.short, "creating the model", slow=True))
+        self.report(StatusChanged(name.short, "creating the model", slow=True))
         try:
             self.server.create_from_files(name, plan.request, timeout=timeout)
         except ServerError as exc:
             left = "" if existed else self._remove_leftover(name)
             hint = ("the previous version is still there, unchanged" if existed else
                     "update Ollama on the server if the model is newer than it; "
-                    "`ollama-provision bundle verify` checks the bundle") + left
+                    f"check {self.store.label} (`ollama-provision bundle verify` checks a "
+                    "bundle)") + left
             raise _Failed(PullError(ErrorKind.CREATE_FAILED, f"the server could not make the model "
                                     f"of its files: {exc.reason}", hint=hint,
                                     detail=exc.reason)) from None
@@ -317,8 +343,8 @@ class _Push:
         wanted = manifest.weights.digest if manifest.weights else None
         notes = []
         if after.weights != wanted:
-            notes.append(f"the server stored other weights ({after.weights}) than the "
-                         f"bundle's ({wanted}): it re-encoded them")
+            notes.append(f"the server stored other weights ({after.weights}) than those in "
+                         f"{self.store.label} ({wanted}): it re-encoded them")
         tagged = self._call(lambda: self._manifest_digest(name), name)
         # Ollama writes a created manifest with a final newline, a pulled one without:
         # the same manifest either way.
@@ -352,6 +378,94 @@ class _Push:
                                             detail=exc.reason)) from None
             failures += 1
             self.sleep(transfer.delay(failures))
+
+
+def _announce(outcome: PushOutcome) -> ModelFinished:
+    return ModelFinished(outcome.name.short, outcome.ok, outcome_text(outcome),
+                         interrupted=outcome.status == PushStatus.INTERRUPTED,
+                         moved=outcome.bytes_sent, duration=outcome.duration,
+                         shown_whole=outcome.changed and outcome.blobs_sent > 0)
+
+
+_PULL_WORDS = {PushStatus.CREATED: PullStatus.PULLED, PushStatus.UPDATED: PullStatus.UPDATED,
+               PushStatus.PRESENT: PullStatus.PRESENT, PushStatus.FAILED: PullStatus.FAILED,
+               PushStatus.INTERRUPTED: PullStatus.INTERRUPTED}
+
+
+def pull_outcome(outcome: PushOutcome, via: str) -> PullOutcome:
+    """A push told in pull's words (`created` is `pulled`): `downloaded` is what the
+    server received, `sent_bytes` what was sent (retries included)."""
+    return PullOutcome(
+        name=outcome.name, status=_PULL_WORDS[outcome.status], size=outcome.size,
+        downloaded=outcome.bytes_sent, duration=outcome.duration,
+        retries=outcome.retries, retry_reasons=(ErrorKind.UPLOAD_FAILED,) * outcome.retries,
+        error=outcome.error, via=via, sent_bytes=outcome.bytes_sent,
+        blobs_sent=outcome.blobs_sent, blobs_skipped=outcome.blobs_skipped,
+        stale=outcome.stale)
+
+
+class StorePush:
+    """A store as the `ModelSource` of a server's steps: this machine uploads what the
+    server lacks (`pull --bundle`, `apply`, `fleet --bundle`), told in pull's words.
+    Names the store lacks are refused (BundleError, exit 2) before anything is sent,
+    unless the server has them already (a custom model's base made there)."""
+
+    def __init__(self, store: ModelStore, kind: str, *, transfer: TransferOptions,
+                 upload_slot: UploadSlot = nullcontext,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self.kind = kind
+        self.label = store.label
+        self.transfer = transfer
+        self.upload_slot = upload_slot
+        self.sleep = sleep
+
+    def provide(self, server: OllamaServer, names: list[ModelName], *, upgrade: bool,
+                check_disk: bool, reporter: Reporter | None) -> list[PullOutcome]:
+        installed = {n.key: m for n in names if (m := server.tags().find(n)) is not None}
+        # Not in the store, but on the server (a custom model's base made there): as it is.
+        kept = [n for n in names if n.key in installed and not self._holds(n)]
+        todo = [n for n in names if n not in kept]
+        outcomes = {n.key: PullOutcome(name=n, status=PullStatus.PRESENT,
+                                       size=installed[n.key].size) for n in kept}
+        if not todo:
+            return [outcomes[n.key] for n in names]
+        self.store.select(todo)  # refused before anything is sent
+        self.store.check()
+        missing = [n for n in todo if n.key not in installed]
+        if missing and check_disk and server.address.is_loopback:
+            ensure_disk_space(missing, server, files=StoreFiles(self.store))
+        options = PushOptions(upgrade=upgrade, transfer=self.transfer,
+                              upload_slot=self.upload_slot)
+        try:
+            with _shown(reporter):
+                pushed = push_models(self.store, server, todo, options=options,
+                                     reporter=reporter, sleep=self.sleep,
+                                     announce=self._announce)
+        except PushInterrupted as stop:
+            outcomes.update((o.name.key, pull_outcome(o, self.label)) for o in stop.outcomes)
+            raise PullInterrupted([outcomes.get(n.key) or PullOutcome(
+                name=n, status=PullStatus.INTERRUPTED, error=cancelled())
+                for n in names]) from None
+        outcomes.update((o.name.key, pull_outcome(o, self.label)) for o in pushed)
+        return [outcomes[n.key] for n in names]
+
+    def _holds(self, name: ModelName) -> bool:
+        try:
+            self.store.select([name])
+        except BundleError:
+            return False
+        return True
+
+    def _announce(self, outcome: PushOutcome) -> ModelFinished:
+        return ModelFinished.of(pull_outcome(outcome, self.label))
+
+
+def _shown(reporter: Reporter | None) -> AbstractContextManager[object]:
+    """A reporter that is a context manager (the terminal's live bars) is entered."""
+    if isinstance(reporter, contextlib.AbstractContextManager):
+        return reporter
+    return nullcontext()
 
 
 def outcome_text(outcome: PushOutcome) -> str:

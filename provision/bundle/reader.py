@@ -29,12 +29,10 @@ from provision.bundle.format import (
     read_ustar_size,
     sha256_digest,
 )
+from provision.bundle.store import CHUNK, MAX_SMALL_LAYER
 from provision.errors import EXIT_USAGE
 from provision.models.registry import ModelManifest, parse_manifest
 from provision.names import ModelName
-
-CHUNK = 1 << 20  # bytes per read: large enough for disk speed, small enough for memory
-MAX_SMALL_LAYER = 16 << 20  # template, system prompt, parameters, licence, config
 
 
 def _short(digest: str) -> str:
@@ -53,10 +51,11 @@ class VerifyResult:
 
 class BundleReader:
     """One bundle file: its index, layout and members. Each read opens its own handle,
-    so threads (one per server in a fleet) can share a reader."""
+    so threads (one per server in a fleet) can share a reader. A `ModelStore`."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.label = self.path.name
         try:
             self.file_size = self.path.stat().st_size
             with self.path.open("rb") as handle:
@@ -104,6 +103,8 @@ class BundleReader:
         """Refuse a truncated file before anything is read from it."""
         if self.file_size < self.expected_size:
             raise self.truncated_error()
+
+    check = check_length  # the ModelStore check: a bundle is whole or unusable
 
     def select(self, names: Iterable[ModelName]) -> list[BundleModel]:
         """The named models (all when none are named); a name not in the bundle is an error."""
@@ -180,6 +181,22 @@ class BundleReader:
         return BundleError(
             f"{self.path} is corrupt: {what} does not match its sha256 digest",
             hint="run `ollama-provision bundle verify` on it; copy or make it again")
+
+    def blob(self, digest: str) -> BundleBlob | None:
+        return self.index.blob(digest)
+
+    def read_range(self, blob: BundleBlob, start: int, length: int) -> bytes:
+        """`length` bytes of a blob from `start` (fewer at its end), unchecked: a GGUF
+        header read to judge the hardware, as the registry serves a Range."""
+        handle, member = self._open_member(blob.member)
+        with handle:
+            start = max(0, min(start, member.size))
+            try:
+                handle.seek(member.data_offset + start)
+                data = handle.read(max(0, min(length, member.size - start)))
+            except OSError as exc:
+                raise self.unreadable(exc) from None
+        return data
 
     def read_blob(self, blob: BundleBlob, limit: int = MAX_SMALL_LAYER) -> bytes:
         """A small blob (template, parameters, ...), whole and checked."""

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 import httpx
 
 from provision.bundle.format import MAX_MANIFEST_BYTES, BundleError, manifest_member
-from provision.bundle.reader import CHUNK
+from provision.bundle.store import CHUNK
 from provision.bundle.transfer import Pace, TooSlow, TransferOptions
 from provision.bundle.writer import BlobDigestMismatch, BlobSink
 from provision.errors import EXIT_USAGE

@@ -62,12 +62,26 @@ class Pace:
             raise TooSlow(f"slower than {MIN_RATE // 1024} KiB/s on average")
 
 
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_bytes(text: str) -> int:
+    """`12M`, `1.5G`, `100G`, `800K`, `0`, `1000000`: bytes (decimal units, as shown);
+    ValueError when it is not a size."""
+    raw = text.strip().upper().removesuffix("B")
+    unit = raw[-1:] if raw[-1:] in _UNITS else ""
+    number = raw[: len(raw) - len(unit)].strip()
+    if not number or len(number) > 20:
+        raise ValueError(text)
+    value = float(number)  # ValueError for anything else
+    if not 0 <= value < 1e18 / _UNITS[unit]:  # also refuses inf and nan
+        raise ValueError(text)
+    return int(value * _UNITS[unit])
+
+
 def parse_rate(text: str) -> float:
     """`50M`, `1.5G`, `800K`, `1000000`: bytes per second (decimal units, as shown)."""
-    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
-    raw = text.strip().upper().removesuffix("/S").removesuffix("B")
-    unit = raw[-1:] if raw[-1:] in units else ""
-    value = float(raw[: len(raw) - len(unit)])
-    if not value > 0 or value == float("inf"):
+    value = parse_bytes(text.strip().upper().removesuffix("/S"))
+    if value <= 0:
         raise ValueError(text)
-    return value * units[unit]
+    return float(value)

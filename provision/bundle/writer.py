@@ -1,30 +1,32 @@
 """Writing a bundle: `FILE.partial` first, renamed to FILE only when complete and synced.
 
-Members go in the order the layout fixes, blobs streamed through a `BlobSink` that
-hashes what it writes. An interrupted run leaves `FILE.partial`; the next run with the
-same index (same models, same manifests) keeps every blob already written (each
-checked again) and the written part of the blob it stopped in, and continues there.
+Members go in the order the layout fixes, blobs streamed through an `ArchiveSink` (a
+`BlobSink`: what a source fills) that hashes what it writes. An interrupted run leaves
+`FILE.partial`; the next run with the same index (same models, same manifests) keeps
+every blob already written (each checked again) and the written part of the blob it
+stopped in, and continues there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Protocol
 
 from provision.bundle.format import (
     BundleBlob,
     BundleError,
     BundleIndex,
-    Member,
     archive_end,
     layout,
     padding,
 )
-from provision.bundle.reader import CHUNK
+from provision.bundle.store import CHUNK
+from provision.output import human_bytes
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -42,15 +44,39 @@ class Resumed:
     bytes_kept: int  # blob bytes not to fetch again
 
 
-class BlobSink:
-    """Where one blob's bytes go: bounded by its size, hashed as written."""
+class BlobSink(Protocol):
+    """Where a source copies one blob's bytes: a bundle member (`ArchiveSink`), a file of
+    the seed cache (`cache.CacheSink`). Bounded by the blob's size, hashed as written."""
 
-    def __init__(self, handle: BinaryIO, blob: BundleBlob, member: Member,
-                 written: int = 0, hasher: hashlib._Hash | None = None) -> None:
+    blob: BundleBlob
+    written: int  # bytes in place (a resumed blob starts past 0)
+
+    @property
+    def remaining(self) -> int: ...
+
+    def write(self, data: bytes) -> None:
+        """BlobDigestMismatch when more than the blob's size comes."""
+        ...
+
+    def restart(self) -> None:
+        """Throw away what was written (it was not the blob)."""
+        ...
+
+    def finish(self) -> None:
+        """BlobDigestMismatch unless the blob is complete and matches its digest."""
+        ...
+
+
+class HashingSink:
+    """A blob's bytes into a file from `start` in it: bounded by the blob's size, hashed
+    as written. Subclasses say what `finish()` does once the digest matched."""
+
+    def __init__(self, handle: BinaryIO, blob: BundleBlob, start: int, written: int = 0,
+                 hasher: hashlib._Hash | None = None) -> None:
         self.blob = blob
-        self._handle = handle
-        self._member = member
         self.written = written
+        self._handle = handle
+        self._start = start  # where the blob's first byte goes in the file
         self._hasher = hasher or hashlib.sha256()
 
     @property
@@ -67,17 +93,25 @@ class BlobSink:
 
     def restart(self) -> None:
         """Throw away what was written for this blob (it was not the blob)."""
-        self._handle.seek(self._member.data_offset)
+        self._handle.seek(self._start)
         self._handle.truncate()
         self.written = 0
         self._hasher = hashlib.sha256()
 
-    def finish(self) -> None:
+    def check(self) -> None:
+        """BlobDigestMismatch unless the blob is complete and matches its digest."""
         got = f"sha256:{self._hasher.hexdigest()}"
         if self.written != self.blob.size or got != self.blob.digest:
             raise BlobDigestMismatch(
                 f"blob {self.blob.digest} does not match its digest ({self.written:,} of "
                 f"{self.blob.size:,} bytes, sha256 {got})")
+
+
+class ArchiveSink(HashingSink):
+    """One blob's member of a bundle being written."""
+
+    def finish(self) -> None:
+        self.check()
         self._handle.write(b"\0" * padding(self.blob.size))
 
 
@@ -138,7 +172,7 @@ class BundleWriter:
                         handle.read(len(member.header)) != member.header:
                     break
                 present = min(blob.size, length - member.data_offset)
-                hasher = _hash_from(handle, present, on_checked)
+                hasher = hash_from(handle, present, on_checked)
                 if present == blob.size:
                     if f"sha256:{hasher.hexdigest()}" != blob.digest:
                         cut = member.data_offset  # written wrong: write it again
@@ -165,7 +199,7 @@ class BundleWriter:
         return Resumed(complete=frozenset(complete), partial=partial,
                        bytes_kept=kept + (partial[1] if partial else 0))
 
-    def sink(self, blob: BundleBlob) -> BlobSink:
+    def sink(self, blob: BundleBlob) -> ArchiveSink:
         """The sink for the next blob; the file is positioned where its bytes go."""
         if self._handle is None:
             raise BundleError("the bundle writer was not started")
@@ -175,7 +209,8 @@ class BundleWriter:
             self._handle.seek(member.offset)
             self._handle.truncate()
             self._handle.write(member.header)
-        return BlobSink(self._handle, blob, member, written, self._hashers.pop(blob.digest, None))
+        return ArchiveSink(self._handle, blob, member.data_offset, written,
+                           self._hashers.pop(blob.digest, None))
 
     def finish(self) -> None:
         """Close the archive, sync it, and put it in place (atomically)."""
@@ -187,7 +222,7 @@ class BundleWriter:
         self._handle.close()
         self._handle = None
         os.replace(self.partial, self.path)
-        _sync_dir(self.path.parent)
+        sync_dir(self.path.parent)
 
     def close(self) -> None:
         """Stop (an interrupt, an error): `FILE.partial` stays for the next run."""
@@ -196,7 +231,20 @@ class BundleWriter:
             self._handle = None
 
 
-def _hash_from(handle: BinaryIO, length: int,
+def check_free_space(folder: Path, need: int, what: str, hint: str) -> None:
+    """BundleError (exit 1) when `folder`'s disk has less than `need` bytes free; `what`
+    says it, with `{need}` for the bytes: "the bundle needs {need} more"."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # cannot tell: the write itself will say
+    if need > free:
+        raise BundleError(f"not enough disk space at {folder}: "
+                          f"{what.format(need=human_bytes(need))}, {human_bytes(free)} is "
+                          "free", hint=hint)
+
+
+def hash_from(handle: BinaryIO, length: int,
                on_checked: Callable[[int], None] | None) -> hashlib._Hash:
     hasher = hashlib.sha256()
     left = length
@@ -211,7 +259,7 @@ def _hash_from(handle: BinaryIO, length: int,
     return hasher
 
 
-def _sync_dir(path: Path) -> None:
+def sync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

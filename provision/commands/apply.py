@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provision.commands import common_options, positive_float, stall_seconds, whole_number
@@ -50,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pull.add_argument("--retries", type=whole_number(0), metavar="N",
                       help="retries per model, with exponential backoff")
     parser.add_argument("--no-verify", action="store_true", help="skip the verify step")
+    parser.add_argument("--bundle", metavar="FILE",
+                        help="take the models from this bundle, not the registry (replaces "
+                        "[pull] bundle; the server needs no registry)")
     parser.add_argument("--assume", action="append", default=[], metavar="SPEC",
                         help="judge a described machine instead of this one "
                         "(see `hardware --help`)")
@@ -88,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         ApplyOptions(host=args.host, dry_run=args.dry_run, start=args.start, wait=args.wait,
                      ignore_hardware=args.ignore_hardware or args.force, require=args.require,
                      pull=pull, verify=not args.no_verify, assume=tuple(args.assume),
-                     codex_version=args.codex_version, codex_home=args.codex_home),
+                     codex_version=args.codex_version, codex_home=args.codex_home,
+                     bundle=str(Path(args.bundle).absolute()) if args.bundle else None),
         log=log, progress_stream=sys.stderr, terminal=terminal,
     )
     if result.models_dir:
@@ -118,6 +123,8 @@ def _verification(v: Verification | None) -> dict[str, Any] | None:
 def to_result(result: ApplyResult) -> CommandResult:
     return CommandResult("apply", result.exit_code, {
         "source": result.source,
+        "models_from": {"kind": "bundle", "path": result.bundle} if result.bundle else
+        {"kind": "registry"},
         "server": {"url": result.address.url},
         "dry_run": result.dry_run,
         "changed": result.changed,

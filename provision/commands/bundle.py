@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,7 +143,7 @@ def _transfer(args: argparse.Namespace) -> TransferOptions:
 
 
 def _reporter(out: Output) -> Any:
-    from provision.bundle.progress import make_reporter
+    from provision.models.progress import make_reporter
     from provision.output import stream_is_live
 
     return make_reporter(quiet=out.quiet, terminal=stream_is_live(
@@ -274,8 +275,8 @@ def _render_inspect(out: Output, path: Path, summary: BundleSummary) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from provision.bundle import BundleReader, ModelStarted
-    from provision.bundle.events import CHECK, BlobProgress, ModelFinished
+    from provision.bundle import BundleReader
+    from provision.models.pull import CHECKING, BlobProgress, ModelFinished, ModelStarted
 
     out = _output(args)
     reader = BundleReader(args.file)
@@ -292,11 +293,13 @@ def run_verify(args: argparse.Namespace) -> int:
     try:
         with reporter if reporter is not None else nullcontext():
             if reporter is not None:
-                reporter.handle(ModelStarted(label, CHECK, total))
+                reporter.handle(ModelStarted(label, total, CHECKING))
+            started = time.monotonic()
             result = reader.verify(progress)
             if reporter is not None:
                 reporter.handle(ModelFinished(label, result.ok, "intact" if result.ok else
-                                              "damaged"))
+                                              "damaged", moved=done[0],
+                                              duration=time.monotonic() - started))
     except KeyboardInterrupt:
         out.error("interrupted: nothing was changed")
         return EXIT_INTERRUPTED
@@ -334,7 +337,7 @@ def run_push(args: argparse.Namespace) -> int:
         PushInterrupted,
         PushOptions,
         PushStatus,
-        provision_from_bundle,
+        push_models,
     )
     from provision.names import parse_names
     from provision.server import resolve_host
@@ -363,8 +366,8 @@ def run_push(args: argparse.Namespace) -> int:
         interrupted = False
         try:
             with reporter if reporter is not None else nullcontext():
-                outcomes = provision_from_bundle(reader, server, names, options=options,
-                                                 reporter=reporter)
+                outcomes = push_models(reader, server, names, options=options,
+                                       reporter=reporter)
         except PushInterrupted as stop:
             outcomes, interrupted = stop.outcomes, True
     exit_code = EXIT_INTERRUPTED if interrupted else (

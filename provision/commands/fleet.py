@@ -7,9 +7,10 @@ import contextlib
 import os
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provision.commands import positive_float
+from provision.commands import positive_float, whole_number
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -25,6 +26,18 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: '{text}'")
     return value
+
+
+def _size(text: str) -> int:
+    # Imported here: the bundle package (httpx) stays off `--help`.
+    from provision.bundle import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise argparse.ArgumentTypeError(f"not a size: '{shown}' (bytes, or decimal units "
+                                         "like 500M, 100G, 1.5T)") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +69,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="check and plan every host, show the drift, change nothing")
     parser.add_argument("--no-verify", action="store_true",
                         help="do not load and try each model after pulling")
+    parser.add_argument("--bundle", type=Path, metavar="FILE",
+                        help="upload the models from this bundle (hosts need no registry); "
+                        "drift is against the bundle (default: [pull] bundle)")
+    parser.add_argument("--seed", action="store_true",
+                        help="download each model once into this machine's cache and upload "
+                        "it from there to every host that needs it ([seed] enabled)")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help="the seed cache (default: [seed] cache_dir, else "
+                        "$XDG_CACHE_HOME/ollama-provision or ~/.cache/ollama-provision)")
+    parser.add_argument("--cache-size", type=_size, metavar="SIZE",
+                        help="the seed cache's budget, like 100G (default: [seed] "
+                        "cache_size, 100G; 0 keeps nothing after the run)")
+    parser.add_argument("--uploads", type=whole_number(1, 10_000), metavar="N",
+                        help="blob uploads from this machine at once, all hosts together "
+                        "(default: [fleet] uploads, 4)")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -75,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from provision.fleet.view import make_view, render_plain, render_rich
     from provision.output import Output, short_path, stream_is_live
 
+    _check_source_flags(args)
     inventory = load_inventory(args.inventory)
     _check_proxies(inventory)
     interactive = sys.stdin.isatty() and stream_is_live(sys.stderr)
@@ -84,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     out = Output(json_mode=args.json, quiet=args.quiet)
     options = FleetOptions(upgrade=args.upgrade, sync=args.sync, dry_run=args.dry_run,
                            verify=not args.no_verify, concurrency=args.concurrency,
-                           host_timeout=args.host_timeout)
+                           host_timeout=args.host_timeout, bundle=args.bundle,
+                           seed=True if args.seed else None, cache_dir=args.cache_dir,
+                           cache_size=args.cache_size, uploads=args.uploads)
     concurrency = min(options.concurrency or inventory.concurrency, len(inventory.hosts))
     _allow_sockets(concurrency)
     count = len(inventory.hosts)
@@ -114,6 +145,20 @@ def run(args: argparse.Namespace) -> int:
         out.error(f"{len(result.failing)} of {len(result.hosts)} hosts not ready: {names}"
                   + (f" and {more} more" if more > 0 else ""))
     return result.exit_code
+
+
+def _check_source_flags(args: argparse.Namespace) -> None:
+    """Where the models come from is one choice: refused before anything is touched."""
+    from provision.errors import UsageError
+
+    if args.seed and args.bundle is not None:
+        raise UsageError("--seed and --bundle cannot be combined",
+                         hint="--seed takes the models from the registry through this "
+                         "machine's cache, --bundle from a bundle file")
+    if not args.seed:
+        for flag, value in (("--cache-size", args.cache_size), ("--cache-dir", args.cache_dir)):
+            if value is not None:
+                raise UsageError(f"{flag} is for the seed cache: it needs --seed")
 
 
 def _check_proxies(inventory: FleetInventory) -> None:
@@ -170,7 +215,9 @@ def host_to_json(h: HostResult) -> dict[str, Any]:
         "models": [{"name": m.name, "required": m.required, "custom": m.custom,
                     "drift": m.drift, "digest_before": m.digest_before, "digest": m.digest,
                     "action": m.action, "status": m.status, "error": m.error,
+                    "sent_bytes": m.sent_bytes, "blobs_sent": m.blobs_sent,
                     "verification": _verification(m.verification)} for m in h.models],
+        "sent_bytes": h.sent_bytes,
         "undeclared": list(h.undeclared), "removed": list(h.removed),
     }
 
@@ -181,8 +228,20 @@ def to_result(result: FleetResult) -> CommandResult:
 
     states = Counter(h.state for h in result.hosts)
     o = result.options
+    models_from = result.models_from
+    fields: dict[str, Any] = {"models_from": models_from.to_json()}
+    if models_from.kind != "registry":
+        moved: dict[str, Any] = {"sent_bytes": result.sent_bytes,
+                                 "hosts_sent": result.hosts_sent}
+        if models_from.cache is not None:
+            c = models_from.cache
+            moved = {"registry_bytes": c.registry_bytes, "registry_blobs": c.registry_blobs,
+                     "cached_bytes": c.cached_bytes, "resumed_bytes": c.resumed_bytes,
+                     "evicted_bytes": c.evicted_bytes, **moved}
+        fields[models_from.kind] = moved
     return CommandResult("fleet", result.exit_code, {
         "inventory": result.source,
+        **fields,
         "changed": result.changed,
         "cancelled": result.cancelled,
         "options": {"upgrade": o.upgrade, "sync": o.sync, "dry_run": o.dry_run,
@@ -194,5 +253,6 @@ def to_result(result: FleetResult) -> CommandResult:
                                      for h in d.with_state(DriftState.STALE)})},
         "failing_hosts": [h.name for h in result.failing],
         "hosts": [host_to_json(h) for h in result.hosts],
-        "drift": drift_to_json(result.drift),
+        "drift": drift_to_json(result.drift,
+                               "bundle" if models_from.kind == "bundle" else "registry"),
     })

@@ -1,9 +1,11 @@
-"""`ollama-provision pull MODEL...`: pull what the server lacks, with progress and retries."""
+"""`ollama-provision pull MODEL...`: pull what the server lacks, with progress and retries
+(`--bundle FILE`: upload it from a bundle instead; the server needs no registry)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provision.commands import (
@@ -27,7 +29,8 @@ from provision.result import CommandResult
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
     from typing import TextIO
 
-    from provision.models import DownloadPlan, ModelDrift
+    from provision.bundle import BundleReader
+    from provision.models import DownloadPlan, ModelDrift, ModelSource
     from provision.models.pull import PullOptions, PullOutcome
     from provision.names import ModelName
     from provision.output import Output
@@ -63,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="retries per model, with exponential backoff (default 5)")
     parser.add_argument("--no-disk-check", action="store_true",
                         help="pull even when the local disk looks too small")
+    parser.add_argument("--bundle", type=Path, metavar="FILE",
+                        help="upload the models from this bundle (`bundle create`) instead: "
+                        "the server needs no registry")
     # Hidden: the first backoff delay (tests make it tiny); env OLLAMA_PROVISION_RETRY_BASE.
     parser.add_argument("--retry-base", type=positive_float, default=None,
                         help=argparse.SUPPRESS)
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.upgrade and args.dry_run:
         raise UsageError("--upgrade cannot be combined with --dry-run",
                          hint="`ollama-provision fleet --dry-run` shows the drift per model")
+    bundle = _open_bundle(args, names) if args.bundle is not None else None
     options = PullOptions(
         force=args.force, insecure=args.insecure, parallel=args.parallel,
         stall_timeout=args.stall_timeout, retries=args.retries,
@@ -93,16 +100,43 @@ def run(args: argparse.Namespace) -> int:
             return _unreachable(out, facts, args)
         about = {"url": address.url, "source": address.source, "version": facts.version}
         if args.dry_run:
-            return _dry_run(out, server, names, options, about)
+            return _dry_run(out, server, names, options, about, bundle)
         # Progress is a side show: it goes to stderr, the summary (the result) to stdout.
         terminal = stream_is_live(sys.stderr)
         return _pull(out, server, names, options, about, terminal=terminal,
-                     stream=sys.stderr, upgrade=args.upgrade and not args.force)
+                     stream=sys.stderr, upgrade=args.upgrade and not args.force,
+                     source=_store_push(bundle, options) if bundle is not None else None,
+                     bundle=args.bundle)
+
+
+def _open_bundle(args: argparse.Namespace, names: list[ModelName]) -> BundleReader:
+    """The bundle, before any request: refused when it lacks a model (exit 2) or is cut
+    short (exit 1); the registry-only flags are refused with it."""
+    from provision.bundle import BundleReader
+
+    for flag, used in (("--force", args.force), ("--insecure", args.insecure),
+                       ("--parallel", args.parallel > 1)):
+        if used:
+            raise UsageError(f"{flag} is for pulls from a registry, not for --bundle",
+                             hint="--upgrade replaces models with other weights than the "
+                             "bundle's")
+    reader = BundleReader(args.bundle)
+    reader.select(names)
+    reader.check()
+    return reader
+
+
+def _store_push(bundle: BundleReader, options: PullOptions) -> ModelSource:
+    from provision.bundle import StorePush, TransferOptions
+
+    return StorePush(bundle, "bundle", transfer=TransferOptions(
+        retries=options.retries, backoff_base=options.backoff_base))
 
 
 def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: PullOptions,
           about: dict[str, Any], *, terminal: bool, stream: TextIO,
-          upgrade: bool = False) -> int:
+          upgrade: bool = False, source: ModelSource | None = None,
+          bundle: Path | None = None) -> int:
     from provision.models import pull_upgrade
     from provision.models.progress import make_reporter
     from provision.models.pull import PullInterrupted, PullStatus, pull_models
@@ -112,7 +146,10 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
     outcomes: list[PullOutcome] = []
     drift: tuple[ModelDrift, ...] | None = None
     try:
-        if upgrade:  # the present models are compared with the registry first
+        if source is not None:  # uploaded from a bundle (it compares the weights itself)
+            outcomes = source.provide(server, names, upgrade=upgrade,
+                                      check_disk=options.check_disk, reporter=reporter)
+        elif upgrade:  # the present models are compared with the registry first
             upgraded = pull_upgrade(server, names, options, reporter)
             outcomes, drift = list(upgraded.outcomes), upgraded.drift
         else:
@@ -124,13 +161,13 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
         if not out.json_mode:
             raise
         out.emit_result(to_result([], about, refused.exit_code, None, error={
-            "message": refused.message, "hint": refused.hint}))
+            "message": refused.message, "hint": refused.hint}, bundle=bundle))
         out.error(refused.message, refused.hint)
         return refused.exit_code
     exit_code = EXIT_INTERRUPTED if interrupted else (
         EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_READY)
     if out.json_mode:
-        out.emit_result(to_result(outcomes, about, exit_code, drift))
+        out.emit_result(to_result(outcomes, about, exit_code, drift, bundle=bundle))
     elif not (terminal and stream_is_live(out.stdout)):
         _render_summary(out, outcomes)  # else the live view's lines on this terminal said it
     for outcome in outcomes:
@@ -141,7 +178,10 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
             out.error(f"{outcome.name.short}: {error.message}", error.hint)
         elif error.hint:  # the reason is on the model's line: now the fix
             out.info(f"hint: {outcome.name.short}: {error.hint}")
-    if interrupted:
+    if interrupted and source is not None:
+        out.error("interrupted: uploads stopped", "run the same command again: blobs "
+                  "already on the server are not sent again")
+    elif interrupted:
         # As Ollama does: a download no client waits for stops, its parts stay on disk.
         out.error("interrupted: the server stopped downloading and keeps what it has",
                   "run the same command again to resume where it stopped")
@@ -150,35 +190,44 @@ def _pull(out: Output, server: OllamaServer, names: list[ModelName], options: Pu
 
 def to_result(outcomes: list[PullOutcome], about: dict[str, Any], exit_code: int,
               drift: tuple[ModelDrift, ...] | None = None, *,
-              error: dict[str, Any] | None = None) -> CommandResult:
-    """`error`: why nothing was pulled (a refusal up front, such as the disk check)."""
+              error: dict[str, Any] | None = None, bundle: Path | None = None
+              ) -> CommandResult:
+    """`error`: why nothing was pulled (a refusal up front, such as the disk check);
+    `bundle`: the models were uploaded from it (None: pulled from the registry)."""
     fields: dict[str, Any] = {
         "server": about,
-        "models": [
-            {
-                "name": o.name.short,
-                "status": o.status,
-                "size": o.size,
-                "downloaded": o.downloaded,
-                "duration_s": round(o.duration, 3),
-                "retries": o.retries,
-                "retry_reasons": list(o.retry_reasons),
-                "resumed": o.resumed,
-                "error": None if o.error is None else {
-                    "kind": o.error.kind, "message": o.error.message, "hint": o.error.hint,
-                    "detail": o.error.detail,
-                },
-            }
-            for o in outcomes
-        ],
+        "models_from": {"kind": "registry"} if bundle is None else
+        {"kind": "bundle", "path": str(bundle)},
+        "models": [_model_json(o) for o in outcomes],
     }
     if drift is not None:  # --upgrade: each model as found, before pulling
         fields["drift"] = [{"name": d.name.short, "state": d.state, "digest": d.digest,
-                            "registry_digest": d.registry_digest, "error": d.error}
+                            "registry_digest": d.reference_digest, "error": d.error}
                            for d in drift]
     if error is not None:
         fields["error"] = error
     return CommandResult("pull", exit_code, fields)
+
+
+def _model_json(o: PullOutcome) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": o.name.short,
+        "status": o.status,
+        "size": o.size,
+        "downloaded": o.downloaded,
+        "duration_s": round(o.duration, 3),
+        "retries": o.retries,
+        "retry_reasons": list(o.retry_reasons),
+        "resumed": o.resumed,
+        "error": None if o.error is None else {
+            "kind": o.error.kind, "message": o.error.message, "hint": o.error.hint,
+            "detail": o.error.detail,
+        },
+    }
+    if o.via is not None:  # uploaded by this machine
+        fields.update(sent_bytes=o.sent_bytes, blobs_sent=o.blobs_sent,
+                      blobs_skipped=o.blobs_skipped, stale=o.stale)
+    return fields
 
 
 def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:
@@ -198,14 +247,16 @@ def _render_summary(out: Output, outcomes: list[PullOutcome]) -> None:
             line = Text.from_markup(f"{marks.get(o.status, '[green]✓[/]')} ")
             line.append(o.name.short, style="bold")
             line.append(f": {o.status}")
-            if o.status not in quiet_ones:
+            if o.stale or o.status not in quiet_ones:
                 line.append(f" ({outcome_text(o, verb=False)})", style="dim")
             elif o.status == PullStatus.FAILED and o.error is not None:
                 line.append(f" ({o.error.kind})", style="dim")
             out.console.print(line)
         return
     for o in outcomes:
-        if o.status in (PullStatus.PRESENT, PullStatus.INTERRUPTED):
+        if o.stale:
+            out.line(f"{o.name.short}: {o.status} ({outcome_text(o, verb=False)})")
+        elif o.status in (PullStatus.PRESENT, PullStatus.INTERRUPTED):
             out.line(f"{o.name.short}: {o.status}")
         elif o.status == PullStatus.FAILED and o.error is not None:
             out.line(f"{o.name.short}: failed ({o.error.kind})")
@@ -228,18 +279,22 @@ def _unreachable(out: Output, facts: ServerFacts, args: argparse.Namespace) -> i
 
 
 def _dry_run(out: Output, server: OllamaServer, names: list[ModelName],
-             options: PullOptions, about: dict[str, Any]) -> int:
+             options: PullOptions, about: dict[str, Any],
+             bundle: BundleReader | None = None) -> int:
+    from provision.bundle import StoreFiles
     from provision.models import build_plan
 
-    with out.activity(f"reading the registry for {len(names)} "
-                      f"model{'s' if len(names) != 1 else ''}"):
+    with out.activity(f"reading the {'bundle' if bundle is not None else 'registry'} for "
+                      f"{len(names)} model{'s' if len(names) != 1 else ''}"):
         plan = build_plan(names, server, server.tags(), force=options.force,
-                          insecure=options.insecure)
+                          insecure=options.insecure,
+                          registry=StoreFiles(bundle) if bundle is not None else None)
     exit_code = EXIT_OK if plan.ok else EXIT_NOT_READY
     if out.json_mode:
         out.emit_result(plan_result(plan, about, exit_code))
     else:
-        _render_plan(out, plan)
+        _render_plan(out, plan, "pulled (nothing downloaded)" if bundle is None
+                     else f"uploaded from {bundle.label} (nothing sent)")
     for model in plan.models:
         if model.error:
             out.error(model.error, model.hint)
@@ -279,13 +334,14 @@ def plan_result(plan: DownloadPlan, about: dict[str, Any], exit_code: int) -> Co
     })
 
 
-def _render_plan(out: Output, plan: DownloadPlan) -> None:
+def _render_plan(out: Output, plan: DownloadPlan,
+                 how: str = "pulled (nothing downloaded)") -> None:
     if out.quiet:
         return
     pulls = [m for m in plan.models if m.will_pull and not m.error]
     width = max((len(m.name.short) for m in plan.models), default=0)
     out.line(f"dry run: {len(pulls)} of {len(plan.models)} "
-             f"model{'s' if len(plan.models) != 1 else ''} would be pulled (nothing downloaded)")
+             f"model{'s' if len(plan.models) != 1 else ''} would be {how}")
     for m in plan.models:
         label = m.name.short.ljust(width)
         if not m.will_pull:

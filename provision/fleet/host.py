@@ -4,9 +4,11 @@ Runs in its own thread (fleet.run starts one per host, bounded). Everything it l
 ends in a frozen HostResult; while it runs it writes its live state to a HostStatus that
 the fleet's view reads. It talks only to its own host, through one `OllamaServer` with
 the host's own timeouts (every answer that does not change is asked once: hundreds of
-hosts, every request counts), and, through the shared RegistryDigests, reads each
-model's registry manifest once for the whole fleet; so a slow or dead host costs only
-its own thread. Pull, create and verify are the steps `apply` runs (`ServerSteps`).
+hosts, every request counts), and, through the shared `Reference`, reads each model's
+manifest (the registry's, or a bundle's) once for the whole fleet; so a slow or dead
+host costs only its own thread. Pull, create and verify are the steps `apply` runs
+(`ServerSteps`); the models come from the registry, or (`--bundle`, `--seed`) the
+fleet's `ModelSource` uploads them from this machine.
 
 Cancellation (the host ran past its time limit, or Ctrl-C) is cooperative: the host
 checks between steps, and during a pull its progress reporter raises HostCancelled,
@@ -29,8 +31,9 @@ from provision.models import (
     CreateStatus,
     DriftState,
     ModelDrift,
+    ModelSource,
     PullSpec,
-    RegistryDigests,
+    Reference,
     ServerSteps,
     Target,
     Verification,
@@ -155,6 +158,8 @@ class HostModelResult:
     status: HostModelStatus = HostModelStatus.OK
     error: str | None = None
     verification: Verification | None = None
+    sent_bytes: int = 0  # uploaded to the host by this machine (--bundle, --seed)
+    blobs_sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,7 @@ class HostResult:
     errors: tuple[str, ...] = ()
     diagnosis: str | None = None  # unreachable: the probe's diagnosis kind
     duration: float = 0.0
+    sent_bytes: int = 0  # uploaded to it by this machine (--bundle, --seed)
 
     @property
     def ready(self) -> bool:
@@ -180,6 +186,7 @@ class HostResult:
     @property
     def changed(self) -> bool:
         return bool(self.removed) or any(m.status == HostModelStatus.CHANGED for m in self.models)
+
 
 
 @dataclass(frozen=True)
@@ -213,13 +220,13 @@ class _Reporter:
         elif isinstance(event, Retrying):
             self.status.note = f"{event.model}: retry {event.retry}: {event.error.message}"
         elif isinstance(event, ModelFinished):
-            outcome = event.outcome
-            self.status.model(outcome.name.short, "ok" if outcome.ok else "failed")
+            self.status.model(event.model, "ok" if event.ok else "failed")
 
 
 class HostRun:
-    def __init__(self, host: FleetHost, options: RunOptions, digests: RegistryDigests,
-                 status: HostStatus, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, host: FleetHost, options: RunOptions, digests: Reference,
+                 status: HostStatus, environ: dict[str, str] | None = None,
+                 source: ModelSource | None = None) -> None:
         self.host = host
         self.options = options
         self.digests = digests
@@ -233,7 +240,7 @@ class HostRun:
             max(t.connect, 0.1), max(t.read, 0.1)))
         self.steps = ServerSteps(self.server, options.pull, options.verify_spec,
                                  backoff_base=options.backoff_base,
-                                 connect_timeout=max(t.connect, 0.1))
+                                 connect_timeout=max(t.connect, 0.1), source=source)
 
     # --- helpers -------------------------------------------------------------------------
     def close(self) -> None:
@@ -282,7 +289,8 @@ class HostRun:
                 self.status.model(name.short, "missing")
                 continue
             digest, error = server_weights(self.server, name)
-            found_drift = drift_of(name, True, digest, error, self.digests.get(name))
+            found_drift = drift_of(name, True, digest, error, self.digests.get(name),
+                                   self.digests.kind)
             drift.append(found_drift)
             self.status.model(name.short, "ok" if found_drift.state == DriftState.CURRENT
                               else found_drift.state)
@@ -343,7 +351,8 @@ class HostRun:
 
     def _pull(self, todo: list[ModelName], errors: list[str]) -> dict[ModelKey, PullOutcome]:
         try:
-            # The host's disk is not this machine's: its server reports a full disk itself.
+            # The host's disk is not this machine's: its server reports a full disk itself
+            # (a blob it cannot store is a failed upload).
             return self.steps.pull(todo, _Reporter(self.status), force=self.options.upgrade,
                                    check_disk=False)
         except ProvisionError as exc:
@@ -390,8 +399,10 @@ class HostRun:
                 # A dry run: a missing model keeps the host from being ready; a stale one
                 # that would be pulled again is there and usable. A custom model is
                 # created (from its base, pulled first).
-                status, action = (HostModelStatus.PENDING, "pull") \
-                    if found.state == DriftState.MISSING else (HostModelStatus.OK, "pull again")
+                verb = "pull" if self.steps.source.kind == "registry" else "push"
+                status, action = (HostModelStatus.PENDING, verb) \
+                    if found.state == DriftState.MISSING else (HostModelStatus.OK,
+                                                               f"{verb} again")
                 if spec.is_custom:
                     action = "create"
             elif outcome is not None:
@@ -415,12 +426,17 @@ class HostRun:
             checked = verified.get(name.key)
             if checked is not None and checked.problem and status != HostModelStatus.FAILED:
                 status, error = HostModelStatus.FAILED, f"verify: {checked.problem}"
+            # what was sent counts once, for the model that asked for it (not its custom
+            # models built on it)
+            sent = outcome if outcome is not None and not spec.is_custom else None
             models.append(HostModelResult(
                 name=name.short, required=spec.required, custom=spec.is_custom,
                 drift=None if spec.is_custom else found.state, digest_before=found.digest,
                 digest=None if spec.is_custom else after.get(pulled.key, found.digest),
                 action=action, status=status, error=error,
-                verification=checked.verification if checked else None))
+                verification=checked.verification if checked else None,
+                sent_bytes=sent.sent_bytes if sent else 0,
+                blobs_sent=sent.blobs_sent if sent else 0))
         failed = [m for m in models if m.required
                   and m.status in (HostModelStatus.FAILED, HostModelStatus.PENDING)]
         now = []  # the pulled models' drift after the run: what the fleet report shows
@@ -430,7 +446,7 @@ class HostRun:
                 digest = after.get(found.name.key)
                 now.append(drift_of(found.name, True, digest, None if digest else
                                     "weights digest unreadable after the pull",
-                                    self.digests.get(found.name)))
+                                    self.digests.get(found.name), self.digests.kind))
             else:
                 now.append(found)
         all_errors = list(errors) + [f"{m.name}: {m.error}" for m in models
@@ -439,7 +455,8 @@ class HostRun:
         return self._result(state, survey.started, version=survey.version,
                             models=tuple(models), drift=tuple(now),
                             undeclared=survey.undeclared, removed=removed,
-                            errors=tuple(all_errors))
+                            errors=tuple(all_errors),
+                            sent_bytes=sum(o.sent_bytes for o in outcomes.values()))
 
 
 def cut_short(status: HostStatus, state: HostState, why: str) -> HostResult:

@@ -4,7 +4,8 @@ TOML in, typed frozen dataclasses out, checked as strictly as the `apply` manife
 an unknown key is an error, and every error names the file, the key and what was
 expected. Groups carry the model sets, written exactly like the manifest's
 `[[models]]` tables (validated by the same code); hosts join groups by name or by
-labels. The `[pull]` and `[verify]` sections are the manifest's.
+labels. The `[pull]` and `[verify]` sections are the manifest's (a `[pull] bundle` is
+relative to the inventory's folder); `[seed]` is `--seed`'s.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from provision.bundle import DEFAULT_CACHE_SIZE, parse_bytes
 from provision.errors import UsageError
 from provision.models.spec import (
     PULL_KEYS,
@@ -32,7 +34,9 @@ from provision.tables import (
     fail,
     fields,
     int_at_least,
+    is_bool,
     is_str,
+    is_text,
     load_sections,
     nonneg_number,
 )
@@ -41,6 +45,9 @@ from provision.tables import (
 # downloading), so one wave covers hundreds of hosts; lower it with --concurrency when
 # the hosts share one download link.
 DEFAULT_CONCURRENCY = 256
+# Blob uploads from this machine at once, all hosts together (--seed, --bundle): its own
+# link and disk are shared by every upload.
+DEFAULT_UPLOADS = 4
 
 
 @dataclass(frozen=True)
@@ -78,13 +85,33 @@ class Group:
 
 
 @dataclass(frozen=True)
+class SeedSpec:
+    """[seed]: models through this machine's cache (`--seed`)."""
+
+    enabled: bool = False
+    cache_dir: str | None = None  # None: the platform's cache folder
+    cache_size: int = DEFAULT_CACHE_SIZE  # bytes
+
+
+@dataclass(frozen=True)
 class FleetInventory:
     source: str
     hosts: tuple[FleetHost, ...]
     groups: tuple[Group, ...]
     concurrency: int = DEFAULT_CONCURRENCY
+    uploads: int = DEFAULT_UPLOADS
     pull: PullSpec = PullSpec()
     verify: VerifySpec = VerifySpec()
+    seed: SeedSpec = SeedSpec()
+
+
+def _is_size(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value >= 0
+    try:
+        return isinstance(value, str) and parse_bytes(value) >= 0
+    except ValueError:
+        return False
 
 
 def _is_label_table(value: Any) -> bool:
@@ -104,7 +131,15 @@ _TIMEOUT_KEYS: Schema = {
 _FLEET_KEYS: Schema = {
     "concurrency": (int_at_least(1), "an integer >= 1 (hosts worked on at once)",
                     "concurrency"),
+    "uploads": (int_at_least(1), "an integer >= 1 (blob uploads at once, all hosts "
+                "together)", "uploads"),
     **_TIMEOUT_KEYS,
+}
+_SEED_KEYS: Schema = {
+    "enabled": (is_bool, "true or false", "enabled"),
+    "cache_dir": (is_text, "a directory path", "cache_dir"),
+    "cache_size": (_is_size, "bytes, or a size like '100G' or '1.5T' (decimal units)",
+                   "cache_size"),
 }
 _HOST_KEYS: Schema = {
     "url": (is_str, "the host's Ollama URL, like 'http://10.0.0.5:11434'", "url"),
@@ -117,13 +152,16 @@ _GROUP_KEYS: Schema = {
     "match": (_is_label_table, "a table of labels, like { role = \"gpu\" }", "match"),
     "models": (lambda v: isinstance(v, list), "[[groups.NAME.models]] tables", "models"),
 }
-_TOP = {"fleet", "hosts", "groups", "pull", "verify"}
+_TOP = {"fleet", "hosts", "groups", "pull", "verify", "seed"}
 
 
-def parse_inventory(text: str, source: str) -> FleetInventory:
+def parse_inventory(text: str, source: str, folder: Path | None = None) -> FleetInventory:
+    """`folder`: what a `[pull] bundle` and `[seed] cache_dir` are relative to (the
+    inventory's; default: the working directory)."""
     data = load_sections(text, source, _TOP)
     fleet = fields(source, "fleet", data.get("fleet", {}), _FLEET_KEYS)
-    defaults = HostTimeouts(**{k: v for k, v in fleet.items() if k != "concurrency"})
+    defaults = HostTimeouts(**{k: v for k, v in fleet.items()
+                               if k not in ("concurrency", "uploads")})
     groups = _groups(source, data.get("groups"))
     hosts = _hosts(source, data.get("hosts"), defaults, groups)
     sections: dict[str, Any] = {
@@ -132,8 +170,20 @@ def parse_inventory(text: str, source: str) -> FleetInventory:
                                                                   VERIFY_KEYS))
         if name in data
     }
+    folder = folder or Path.cwd()
+    if "pull" in sections:
+        sections["pull"] = sections["pull"].resolved(folder)
+    if "seed" in data:
+        seed = fields(source, "seed", data["seed"], _SEED_KEYS)
+        if isinstance(seed.get("cache_size"), str):
+            seed["cache_size"] = parse_bytes(seed["cache_size"])
+        if "cache_dir" in seed:
+            path = Path(seed["cache_dir"]).expanduser()
+            seed["cache_dir"] = str(path if path.is_absolute() else folder / path)
+        sections["seed"] = SeedSpec(**seed)
     return FleetInventory(source=source, hosts=hosts, groups=groups,
-                          concurrency=fleet.get("concurrency", DEFAULT_CONCURRENCY), **sections)
+                          concurrency=fleet.get("concurrency", DEFAULT_CONCURRENCY),
+                          uploads=fleet.get("uploads", DEFAULT_UPLOADS), **sections)
 
 
 def _groups(source: str, raw: Any) -> tuple[Group, ...]:
@@ -264,4 +314,4 @@ def load_inventory(path: str) -> FleetInventory:
         raise UsageError(f"{path}: is a directory, not an inventory file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read: {exc}") from None
-    return parse_inventory(text, path)
+    return parse_inventory(text, path, file.parent.absolute())

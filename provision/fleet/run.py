@@ -10,6 +10,11 @@ host's failure is data in its HostResult, never an exception that reaches the ot
 With `--sync` and a person at the terminal, every host is surveyed first, the models to
 remove are listed and confirmed, then the hosts converge; otherwise each host surveys and
 converges in one go (a slow host never holds up the rest).
+
+Where the models come from is one choice for the whole fleet: the registry (each host
+pulls), a bundle (`--bundle`: this machine uploads, and drift is against the bundle), or
+the seed cache (`--seed`: each model downloaded here once, then uploaded); uploads from
+this machine are bounded fleet-wide (`--uploads`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,20 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from provision.bundle import (
+    BundleReader,
+    CacheStats,
+    RegistrySource,
+    SeedCache,
+    SeedPush,
+    StorePush,
+    TransferOptions,
+    default_cache_dir,
+    store_manifest,
+)
 from provision.errors import EXIT_INTERRUPTED, EXIT_NOT_READY, EXIT_OK, EXIT_UNREACHABLE
 from provision.fleet.host import (
     HostCancelled,
@@ -41,12 +58,17 @@ from provision.fleet.inventory import FleetHost, FleetInventory
 from provision.http import Timeouts
 from provision.models import (
     FleetDrift,
+    ModelSource,
+    Reference,
+    ReferenceDigest,
     RegistryClient,
-    RegistryDigest,
-    RegistryDigests,
+    Target,
     fleet_drift,
+    pull_names,
 )
+from provision.models.drift import BUNDLE
 from provision.models.pull import PullOptions
+from provision.names import ModelName
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +84,30 @@ class FleetOptions:
     concurrency: int | None = None  # None: the inventory's [fleet].concurrency
     host_timeout: float | None = None  # None: each host's own (0: no limit)
     environ: dict[str, str] | None = None
+    bundle: Path | None = None  # None: the inventory's [pull] bundle, if any
+    seed: bool | None = None  # None: the inventory's [seed] enabled
+    cache_dir: Path | None = None  # None: [seed] cache_dir, else the platform's
+    cache_size: int | None = None  # None: [seed] cache_size
+    uploads: int | None = None  # None: [fleet] uploads
+
+
+@dataclass(frozen=True)
+class ModelsFrom:
+    """Where the fleet's models came from, for the report."""
+
+    kind: str  # "registry", "bundle" or "seed"
+    path: str | None = None  # the bundle file
+    cache_dir: str | None = None  # the seed cache
+    cache_size: int | None = None
+    cache: CacheStats | None = None  # the seed cache's figures for this run
+
+    def to_json(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"kind": self.kind}
+        if self.path is not None:
+            fields["path"] = self.path
+        if self.cache_dir is not None:
+            fields.update(cache_dir=self.cache_dir, cache_size=self.cache_size)
+        return fields
 
 
 @dataclass(frozen=True)
@@ -74,6 +120,16 @@ class FleetResult:
     concurrency: int
     duration: float
     cancelled: bool = False  # the person declined --sync's removals: nothing was changed
+    models_from: ModelsFrom = ModelsFrom("registry")
+
+    @property
+    def sent_bytes(self) -> int:
+        """Uploaded to the hosts by this machine (--bundle, --seed)."""
+        return sum(h.sent_bytes for h in self.hosts)
+
+    @property
+    def hosts_sent(self) -> int:
+        return sum(1 for h in self.hosts if h.sent_bytes)
 
     @property
     def ready(self) -> bool:
@@ -218,26 +274,34 @@ def run_fleet(inventory: FleetInventory, options: FleetOptions = FleetOptions(),
     `--sync` removals before anything changes (None: remove without asking)."""
     env = dict(os.environ if options.environ is None else options.environ)
     concurrency = max(1, options.concurrency or inventory.concurrency)
+    backoff = PullOptions.backoff_from_env(env)
     run_options = RunOptions(upgrade=options.upgrade, sync=options.sync,
                              dry_run=options.dry_run, verify=options.verify,
                              pull=inventory.pull, verify_spec=inventory.verify,
-                             backoff_base=PullOptions.backoff_from_env(env))
+                             backoff_base=backoff)
     statuses = [HostStatus(host) for host in inventory.hosts]
     started = time.monotonic()
 
     def limit_of(host: FleetHost) -> float:
         return options.host_timeout if options.host_timeout is not None else host.timeouts.total
 
-    with RegistryClient(insecure=inventory.pull.insecure, environ=env,
-                        timeouts=Timeouts(connect=5.0, read=10.0)) as registry:
-        digests = RegistryDigests(registry)
-        runs = {s.host.name: HostRun(s.host, run_options, digests, s, env) for s in statuses}
+    with contextlib.ExitStack() as sources:
+        registry = sources.enter_context(RegistryClient(
+            insecure=inventory.pull.insecure, environ=env,
+            timeouts=Timeouts(connect=5.0, read=10.0)))
+        digests, source, models_from, cache = _models_source(
+            inventory, options, env, registry, sources, backoff)
+        runs = {s.host.name: HostRun(s.host, run_options, digests, s, env, source)
+                for s in statuses}
 
         def finish(results: dict[str, Any], *, code: int | None = None,
                    cancelled: bool = False) -> FleetResult:
             hosts = tuple(results[s.host.name] for s in statuses)
+            if cache is not None:
+                cache.close(interrupted=code == EXIT_INTERRUPTED)
+            done = models_from if cache is None else replace(models_from, cache=cache.stats)
             return _result(inventory, options, concurrency, started, hosts, digests,
-                           code=code, cancelled=cancelled)
+                           code=code, cancelled=cancelled, models_from=done)
 
         known: dict[str, Any] = {}  # results so far, for an interrupted run
 
@@ -262,7 +326,7 @@ def run_fleet(inventory: FleetInventory, options: FleetOptions = FleetOptions(),
                     # Declined: report what would have been done, change nothing.
                     dry = replace(run_options, dry_run=True)
                     results = {name: (HostRun(runs[name].host, dry, digests, runs[name].status,
-                                              env).converge(value)
+                                              env, source).converge(value)
                                       if isinstance(value, Survey) else value)
                                for name, value in surveys.items()}
                     return finish(results, code=EXIT_NOT_READY, cancelled=True)
@@ -283,22 +347,71 @@ def _converge(run: HostRun, survey: Survey) -> Task:
     return lambda: run.converge(survey)
 
 
+def _models_source(inventory: FleetInventory, options: FleetOptions, env: dict[str, str],
+                   registry: RegistryClient, cleanup: contextlib.ExitStack, backoff: float
+                   ) -> tuple[Reference, ModelSource | None, ModelsFrom, SeedCache | None]:
+    """What the hosts' weights are compared with, where their models come from, and
+    (--seed) the cache. A bundle that lacks a declared model is refused here, before
+    any host is contacted (BundleError, exit 2)."""
+    transfer = TransferOptions(retries=inventory.pull.retries, backoff_base=backoff)
+    uploads = threading.BoundedSemaphore(options.uploads or inventory.uploads)
+
+    def slots() -> threading.BoundedSemaphore:  # one slot per blob upload, fleet-wide
+        return uploads
+    seed = inventory.seed
+    bundle = options.bundle or (Path(inventory.pull.bundle) if inventory.pull.bundle else None)
+    if options.bundle is None and (options.seed or (options.seed is None and seed.enabled)):
+        bundle = None  # --seed: the inventory's bundle is not used
+    if bundle is not None:
+        reader = BundleReader(bundle)
+        reader.select(_declared(inventory))
+        reader.check()
+        source = StorePush(reader, BUNDLE, transfer=transfer, upload_slot=slots)
+        return (Reference(lambda name: store_manifest(reader, name), BUNDLE), source,
+                ModelsFrom("bundle", path=str(bundle)), None)
+    reference = Reference.of_registry(registry)
+    if not (options.seed or (options.seed is None and seed.enabled)):
+        return reference, None, ModelsFrom("registry"), None
+    folder = options.cache_dir or (Path(seed.cache_dir) if seed.cache_dir else
+                                   default_cache_dir(env))
+    size = seed.cache_size if options.cache_size is None else options.cache_size
+    downloads = cleanup.enter_context(RegistryClient(insecure=inventory.pull.insecure,
+                                                     environ=env))
+    cache = SeedCache(folder, size, RegistrySource(downloads, transfer))
+    if not options.dry_run:
+        cache.open()  # a folder that cannot be made is one error now, not one per host
+    source = SeedPush(cache, reference, transfer=transfer, upload_slot=slots)
+    return (reference, source,
+            ModelsFrom("seed", cache_dir=str(folder), cache_size=size), cache)
+
+
+def _declared(inventory: FleetInventory) -> list[ModelName]:
+    """Every model a host would get, each once (custom models: their bases)."""
+    seen: dict[tuple[str, str, str, str], ModelName] = {}
+    for host in inventory.hosts:
+        for name in pull_names(Target.of(spec) for spec in host.models):
+            seen.setdefault(name.key, name)
+    return list(seen.values())
+
+
 def _result(inventory: FleetInventory, options: FleetOptions, concurrency: int,
-            started: float, hosts: tuple[HostResult, ...], digests: RegistryDigests, *,
-            code: int | None, cancelled: bool) -> FleetResult:
+            started: float, hosts: tuple[HostResult, ...], digests: Reference, *,
+            code: int | None, cancelled: bool,
+            models_from: ModelsFrom = ModelsFrom("registry")) -> FleetResult:
     per_host = {h.name: h.drift for h in hosts if h.drift}
-    registry: dict[str, RegistryDigest] = {}
+    reference: dict[str, ReferenceDigest] = {}
     for drifts in per_host.values():
         for d in drifts:
             known = digests.known(d.name)
             if known is not None:
-                registry[d.name.short] = known
+                reference[d.name.short] = known
     if code is None:
         if hosts and all(h.state == HostState.UNREACHABLE for h in hosts):
             code = EXIT_UNREACHABLE
         else:
             code = EXIT_OK if all(h.ready for h in hosts) else EXIT_NOT_READY
     return FleetResult(source=inventory.source, hosts=hosts,
-                       drift=tuple(fleet_drift(per_host, registry)), exit_code=code,
+                       drift=tuple(fleet_drift(per_host, reference)), exit_code=code,
                        options=options, concurrency=concurrency,
-                       duration=time.monotonic() - started, cancelled=cancelled)
+                       duration=time.monotonic() - started, cancelled=cancelled,
+                       models_from=models_from)

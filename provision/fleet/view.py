@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable
 
 from provision.fleet.host import FINAL_STATES, HostResult, HostState, HostStatus
 from provision.fleet.run import FleetResult
 from provision.live import LineLog, LiveView
-from provision.output import wrap_line
+from provision.output import human_bytes, wrap_line
 
 if TYPE_CHECKING:  # rich is imported where a terminal is drawn (tens of ms otherwise)
     from rich.console import Console, RenderableType
@@ -32,10 +33,13 @@ def _facts(result: HostResult, *, sync_dry_run: bool = False) -> list[str]:
     facts = []
     for verb, statuses in (("pulled", ("pulled",)), ("updated", ("updated",)),
                            ("created", ("created",)), ("would pull", ("pull", "pull again")),
-                           ("would create", ("create",))):
+                           ("would create", ("create",)),
+                           ("would push", ("push", "push again"))):
         names = [m.name for m in result.models if m.action in statuses]
         if names:
             facts.append(f"{verb} {', '.join(names)}")
+    if result.sent_bytes:
+        facts.append(f"{human_bytes(result.sent_bytes)} sent")
     stale = [m.name for m in result.models if m.drift == "stale" and m.action is None]
     if stale:
         facts.append(f"stale {', '.join(stale)}")
@@ -199,13 +203,14 @@ def drift_lines(result: FleetResult) -> list[str]:
             continue
         parts = []
         if stale:
-            parts.append(f"stale on {_hosts(stale)} (the registry serves "
-                         f"{_short(d.registry_digest)})")
+            has = ("the bundle has" if result.models_from.kind == "bundle"
+                   else "the registry serves")
+            parts.append(f"stale on {_hosts(stale)} ({has} {_short(d.reference_digest)})")
         if outliers:
             parts.append(f"differs from the majority ({_short(d.majority_digest)}) on "
                          f"{_hosts(outliers)}")
         if unknown:
-            why = d.registry_error or "weights digest unreadable"
+            why = d.reference_error or "weights digest unreadable"
             parts.append(f"not checked on {_hosts(unknown)} ({why})")
         lines.append(f"drift: {d.model}: " + "; ".join(parts))
     if result.drift and not lines:
@@ -220,6 +225,26 @@ def _hosts(names: Sequence[str], most: int = 8) -> str:
 
 def _short(digest: str | None) -> str:
     return digest.split(":", 1)[-1][:12] if digest else "?"
+
+
+def source_lines(result: FleetResult) -> list[str]:
+    """What a seed or a bundle moved (nothing when the hosts pulled themselves):
+    `seed: 254.8 KB from the registry (6 blobs), 0 B from the cache` and
+    `seed: 760.1 KB sent to 3 hosts`."""
+    source = result.models_from
+    if source.kind == "registry":
+        return []
+    count = result.hosts_sent
+    sent = (f"{human_bytes(result.sent_bytes)} sent to {count} host{'s' if count != 1 else ''}"
+            if result.sent_bytes else "nothing sent (every host had it)")
+    if source.cache is None:
+        return [f"bundle: {sent} from {Path(source.path or '').name}"]
+    c = source.cache
+    if not (c.registry_bytes or c.cached_bytes or result.sent_bytes):
+        return ["seed: nothing to send (every host had its models)"]
+    return [f"seed: {human_bytes(c.registry_bytes)} from the registry ({c.registry_blobs} "
+            f"blob{'s' if c.registry_blobs != 1 else ''}), {human_bytes(c.cached_bytes)} "
+            "from the cache", f"seed: {sent}"]
 
 
 def verdict_line(result: FleetResult) -> str:
@@ -245,6 +270,8 @@ def render_plain(result: FleetResult, write: Callable[[str], None]) -> None:
     stale = any(d.with_state("stale") for d in result.drift)
     if stale and not result.options.upgrade:
         write("hint: --upgrade pulls the stale models again")
+    for line in source_lines(result):
+        write(line)
     write(verdict_line(result))
 
 
@@ -279,5 +306,7 @@ def render_rich(result: FleetResult, console: Console) -> None:
     stale = any(d.with_state("stale") for d in result.drift)
     if stale and not result.options.upgrade:
         console.print("hint: --upgrade pulls the stale models again")
+    for line in source_lines(result):
+        console.print(Text(wrap_line(line, console.width)))
     mark = "green" if result.ready else "bold red"
     console.print(Text(wrap_line(verdict_line(result), console.width), style=mark))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from provision.errors import ProvisionError
 from provision.hardware.fit import Fit
 from provision.hardware.needs import AVERAGE_BPW, ModelNeeds, from_registry
-from provision.models.registry import RegistryClient
+from provision.models.registry import ModelFiles
 from provision.names import ModelName
 
 MAX_LOOKUPS = 8  # manifest requests per model that does not fit
@@ -45,7 +45,7 @@ class Alternative:
     fit: Fit
 
 
-def find_alternatives(name: ModelName, needs: ModelNeeds, registry: RegistryClient,
+def find_alternatives(name: ModelName, needs: ModelNeeds, registry: ModelFiles,
                       fit_of: Callable[[ModelNeeds], Fit], memory: int) -> list[Alternative]:
     """At most one smaller quantization and one smaller size that fit (`fit_of` says so).
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from provision.hardware.fit import Verdict
 from provision.hardware.machine import Machine
 from provision.hardware.report import ModelReport, assess_model, meets
-from provision.models.registry import RegistryClient
+from provision.models.registry import ModelFiles
 from provision.models.spec import ModelSpec
 from provision.names import ModelName, parse_name
 from provision.server import Inventory, OllamaServer, ServerError
@@ -111,7 +111,7 @@ def gate(
     ignore_hardware: bool = False,
     require: str | None = None,
     server_version: str | None = None,
-    registry: RegistryClient,
+    registry: ModelFiles,
 ) -> list[GateDecision]:
     """Decide every declaration; `machine` None: the server's hardware is unknown (a remote
     server, not described): named models pass unjudged, a `choose` list cannot be decided.
@@ -138,7 +138,7 @@ class _Judge:
     """One model at a time on this machine, from what the server has (listed once)."""
 
     def __init__(self, machine: Machine, server: OllamaServer | None, require: str,
-                 registry: RegistryClient, version: str | None) -> None:
+                 registry: ModelFiles, version: str | None) -> None:
         self.machine = machine
         self.server = server if server is not None and server.probe().reachable else None
         self.inventory: Inventory | None = None

@@ -33,7 +33,7 @@ from provision.hardware.gguf import (
     GGUFParser,
     tensor_bytes,
 )
-from provision.models.registry import ModelManifest, RegistryClient, RegistryError
+from provision.models.registry import ModelFiles, ModelManifest, RegistryClient, RegistryError
 from provision.names import ModelName
 from provision.server import InstalledModel, Inventory, ModelShow, OllamaServer, ServerError
 
@@ -196,7 +196,7 @@ def _shape(value: Any) -> tuple[int, ...]:
 # -- from the registry ----------------------------------------------------------------------
 
 
-def from_registry(name: ModelName, registry: RegistryClient, *,
+def from_registry(name: ModelName, registry: ModelFiles, *,
                   header_budget: int = HEADER_BUDGET) -> ModelNeeds:
     """Needs of a model not pulled yet: manifest + GGUF header by Range (+ params/config).
 
@@ -253,7 +253,7 @@ def from_registry(name: ModelName, registry: RegistryClient, *,
         header_size=header.data_offset if header.complete else None)
 
 
-def _read_header(registry: RegistryClient, manifest: ModelManifest, parser: GGUFParser,
+def _read_header(registry: ModelFiles, manifest: ModelManifest, parser: GGUFParser,
                  budget: int) -> GGUFHeader:
     layer = manifest.weights
     assert layer is not None
@@ -468,7 +468,7 @@ def _mib(n: int | None) -> str:
 
 
 def model_needs(name: ModelName, server: OllamaServer | None = None,
-                registry: RegistryClient | None = None, *, inventory: Inventory | None = None,
+                registry: ModelFiles | None = None, *, inventory: Inventory | None = None,
                 offline: bool = False, header_budget: int = HEADER_BUDGET,
                 environ: dict[str, str] | None = None) -> ModelNeeds:
     """Needs of one model: installed (`server` + its `inventory`), else the registry,

@@ -15,7 +15,7 @@ from provision.hardware.alternatives import Alternative, find_alternatives
 from provision.hardware.fit import Fit, Verdict, fit_model, largest_context
 from provision.hardware.machine import Machine
 from provision.hardware.needs import HEADER_BUDGET, ModelNeeds, model_needs
-from provision.models.registry import RegistryClient
+from provision.models.registry import ModelFiles, RegistryClient
 from provision.names import ModelName
 from provision.server import Inventory, OllamaServer, ServerError, ServerFacts
 
@@ -64,7 +64,7 @@ def meets(verdict: str, require: str) -> bool:
 def assess(names: list[ModelName], machine: Machine, *, server: OllamaServer | None,
            num_ctx: int | None = None, require: str = "cpu", server_version: str | None = None,
            offline: bool = False, alternatives: bool = True,
-           registry: RegistryClient | None = None, header_budget: int | None = None,
+           registry: ModelFiles | None = None, header_budget: int | None = None,
            environ: dict[str, str] | None = None, insecure: bool = False) -> HardwareReport:
     """Judge every model on `machine`. `server` None: no server to ask (a planned one);
     `server_version`: the version to judge for instead of the server's (`--assume`);
@@ -110,7 +110,7 @@ def assess(names: list[ModelName], machine: Machine, *, server: OllamaServer | N
 
 
 def assess_model(name: ModelName, machine: Machine, server: OllamaServer | None,
-                 inventory: Inventory | None, registry: RegistryClient, *,
+                 inventory: Inventory | None, registry: ModelFiles, *,
                  num_ctx: int | None, require: str, version: str | None,
                  offline: bool = False, alternatives: bool = True,
                  header_budget: int = HEADER_BUDGET,

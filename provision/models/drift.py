@@ -1,4 +1,5 @@
-"""Drift: does a server have the weights the registry serves now, and the fleet's majority?
+"""Drift: does a server have the weights the reference has (what the registry serves now,
+or a bundle), and the fleet's majority?
 
 The comparison is made on the *weights* layer digest. `/api/tags` shows the manifest's
 digest, which changes whenever any layer or the manifest's encoding changes, and never
@@ -6,12 +7,13 @@ matches the registry's weights digest: comparing it gives false "stale" results 
 own update check ran into that). The weights digest is on both sides:
 
 - the server: `/api/show`'s `modelfile` has `FROM /.../blobs/sha256-<hex>`;
-- the registry: the manifest's `application/vnd.ollama.image.model` layer.
+- the reference: the manifest's `application/vnd.ollama.image.model` layer (the
+  registry's, or a bundle's when the models come from one).
 
 `check_server()` answers for one server (`pull --upgrade`); `fleet_drift()` puts every
-host's answers side by side and adds the majority; `RegistryDigests` reads each model's
-registry manifest once for the whole fleet (hundreds of hosts must not mean hundreds of
-registry requests per model).
+host's answers side by side and adds the majority; `Reference` reads each model's
+manifest once for the whole fleet (hundreds of hosts must not mean hundreds of registry
+requests per model) and keeps it (the seed cache downloads what it lists).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 from provision.errors import ProvisionError
 from provision.models.pull import PullOptions, PullOutcome, PullStatus, Reporter, pull_models
-from provision.models.registry import RegistryClient
+from provision.models.registry import ModelManifest, RegistryClient
 from provision.names import ModelName
 from provision.result import Status
 from provision.server import OllamaServer, ServerError
@@ -54,23 +56,49 @@ def server_weights(server: OllamaServer, name: ModelName) -> tuple[str | None, s
     return show.weights, None
 
 
+REGISTRY, BUNDLE = "registry", "bundle"  # what a Reference reads
+
+
 @dataclass(frozen=True)
-class RegistryDigest:
-    digest: str | None  # `sha256:<hex>` of the weights layer the registry serves now
+class ReferenceDigest:
+    digest: str | None  # `sha256:<hex>` of the weights layer the reference has
     error: str | None = None
 
 
-class RegistryDigests:
-    """The registry's weights digest per model, read once and shared by every host's
-    thread (single flight: the first asker reads, the others wait for that answer)."""
+class Reference:
+    """The weights each model should have: its manifest read once (`read`: the registry's,
+    or a bundle's) and shared by every host's thread (single flight: the first asker
+    reads, the others wait for that answer)."""
 
-    def __init__(self, registry: RegistryClient) -> None:
-        self.registry = registry
+    def __init__(self, read: Callable[[ModelName], ModelManifest], kind: str = REGISTRY
+                 ) -> None:
+        self.read = read
+        self.kind = kind
         self._lock = threading.Lock()
-        self._known: dict[tuple[str, str, str, str], RegistryDigest] = {}
+        self._known: dict[tuple[str, str, str, str], ModelManifest | ProvisionError] = {}
         self._flights: dict[tuple[str, str, str, str], threading.Lock] = {}
 
-    def get(self, name: ModelName) -> RegistryDigest:
+    @classmethod
+    def of_registry(cls, registry: RegistryClient) -> Reference:
+        return cls(registry.manifest, REGISTRY)
+
+    def manifest(self, name: ModelName) -> ModelManifest:
+        """The model's manifest; raises the ProvisionError reading it raised."""
+        answer = self._answer(name)
+        if isinstance(answer, ProvisionError):
+            raise answer
+        return answer
+
+    def get(self, name: ModelName) -> ReferenceDigest:
+        return self._digest(self._answer(name))
+
+    def known(self, name: ModelName) -> ReferenceDigest | None:
+        """The answer when it was read already (never reads)."""
+        with self._lock:
+            answer = self._known.get(name.key)
+        return None if answer is None else self._digest(answer)
+
+    def _answer(self, name: ModelName) -> ModelManifest | ProvisionError:
         with self._lock:
             if name.key in self._known:
                 return self._known[name.key]
@@ -79,24 +107,22 @@ class RegistryDigests:
             with self._lock:
                 if name.key in self._known:
                     return self._known[name.key]
-            answer = self._read(name)
+            answer: ModelManifest | ProvisionError
+            try:
+                answer = self.read(name)
+            except ProvisionError as exc:
+                answer = exc
             with self._lock:
                 self._known[name.key] = answer
             return answer
 
-    def known(self, name: ModelName) -> RegistryDigest | None:
-        """The answer when it was read already (never asks the registry)."""
-        with self._lock:
-            return self._known.get(name.key)
-
-    def _read(self, name: ModelName) -> RegistryDigest:
-        try:
-            weights = self.registry.manifest(name).weights
-        except ProvisionError as exc:
-            return RegistryDigest(None, exc.message)
+    def _digest(self, answer: ModelManifest | ProvisionError) -> ReferenceDigest:
+        if isinstance(answer, ProvisionError):
+            return ReferenceDigest(None, answer.message)
+        weights = answer.weights
         if weights is None:
-            return RegistryDigest(None, "the registry's manifest has no weights layer")
-        return RegistryDigest(weights.digest.lower())
+            return ReferenceDigest(None, f"the {self.kind}'s manifest has no weights layer")
+        return ReferenceDigest(weights.digest.lower())
 
 
 @dataclass(frozen=True)
@@ -106,7 +132,7 @@ class ModelDrift:
     name: ModelName
     state: DriftState
     digest: str | None = None  # the server's weights
-    registry_digest: str | None = None
+    reference_digest: str | None = None  # the weights it should have
     error: str | None = None  # why the state is unknown
 
     @property
@@ -115,23 +141,23 @@ class ModelDrift:
 
 
 def drift_of(name: ModelName, installed: bool, digest: str | None, digest_error: str | None,
-          registry: RegistryDigest | None) -> ModelDrift:
+             reference: ReferenceDigest | None, kind: str = REGISTRY) -> ModelDrift:
     if not installed:
         return ModelDrift(name, DriftState.MISSING,
-                          registry_digest=registry.digest if registry else None)
+                          reference_digest=reference.digest if reference else None)
     if digest is None:
         return ModelDrift(name, DriftState.UNKNOWN, error=digest_error,
-                          registry_digest=registry.digest if registry else None)
-    if registry is None or registry.digest is None:
-        why = registry.error if registry else "the registry was not asked"
-        return ModelDrift(name, DriftState.UNKNOWN, digest, error=f"registry: {why}")
-    state = DriftState.CURRENT if digest == registry.digest else DriftState.STALE
-    return ModelDrift(name, state, digest, registry.digest)
+                          reference_digest=reference.digest if reference else None)
+    if reference is None or reference.digest is None:
+        why = reference.error if reference else f"the {kind} was not asked"
+        return ModelDrift(name, DriftState.UNKNOWN, digest, error=f"{kind}: {why}")
+    state = DriftState.CURRENT if digest == reference.digest else DriftState.STALE
+    return ModelDrift(name, state, digest, reference.digest)
 
 
 def check_server(server: OllamaServer, names: Iterable[ModelName],
-                 digests: RegistryDigests) -> list[ModelDrift]:
-    """Each of `names` on this server, against the registry."""
+                 digests: Reference) -> list[ModelDrift]:
+    """Each of `names` on this server, against the reference."""
     inventory = server.tags()
     results = []
     for name in names:
@@ -139,7 +165,7 @@ def check_server(server: OllamaServer, names: Iterable[ModelName],
             results.append(drift_of(name, False, None, None, None))
             continue
         digest, error = server_weights(server, name)
-        results.append(drift_of(name, True, digest, error, digests.get(name)))
+        results.append(drift_of(name, True, digest, error, digests.get(name), digests.kind))
     return results
 
 
@@ -165,8 +191,8 @@ class FleetDrift:
     """One model across the fleet."""
 
     model: str
-    registry_digest: str | None
-    registry_error: str | None
+    reference_digest: str | None  # the weights the reference has
+    reference_error: str | None
     majority_digest: str | None  # the weights most hosts have (None: a tie or none)
     hosts: tuple[HostDigest, ...]
 
@@ -192,9 +218,9 @@ def majority(digests: Sequence[str]) -> str | None:
 
 
 def fleet_drift(per_host: Mapping[str, Sequence[ModelDrift]],
-                registry: Mapping[str, RegistryDigest]) -> list[FleetDrift]:
+                reference: Mapping[str, ReferenceDigest]) -> list[FleetDrift]:
     """Per model (first-seen order): every host's state and whether it has the majority's
-    weights. `registry` maps short names to what the registry serves."""
+    weights. `reference` maps short names to what the reference has."""
     models: dict[str, list[tuple[str, ModelDrift]]] = {}
     for host, drifts in per_host.items():
         for drift in drifts:
@@ -202,11 +228,11 @@ def fleet_drift(per_host: Mapping[str, Sequence[ModelDrift]],
     report = []
     for model, rows in models.items():
         top = majority([d.digest for _, d in rows if d.digest])
-        answer = registry.get(model)
+        answer = reference.get(model)
         report.append(FleetDrift(
             model=model,
-            registry_digest=answer.digest if answer else None,
-            registry_error=answer.error if answer else None,
+            reference_digest=answer.digest if answer else None,
+            reference_error=answer.error if answer else None,
             majority_digest=top,
             hosts=tuple(HostDigest(host, d.state, d.digest,
                                    None if d.digest is None or top is None else d.digest == top)
@@ -214,9 +240,16 @@ def fleet_drift(per_host: Mapping[str, Sequence[ModelDrift]],
     return report
 
 
-def drift_to_json(report: Sequence[FleetDrift]) -> list[dict[str, Any]]:
-    return [{"model": d.model, "registry_digest": d.registry_digest,
-             "registry_error": d.registry_error, "majority_digest": d.majority_digest,
+def drift_to_json(report: Sequence[FleetDrift], reference: str = REGISTRY
+                  ) -> list[dict[str, Any]]:
+    """`reference`: what the weights were compared with (`registry` or `bundle`); the
+    `registry_*` keys are kept for scripts that read them (null for a bundle)."""
+    registry = reference == REGISTRY
+    return [{"model": d.model, "reference": reference, "reference_digest": d.reference_digest,
+             "reference_error": d.reference_error,
+             "registry_digest": d.reference_digest if registry else None,
+             "registry_error": d.reference_error if registry else None,
+             "majority_digest": d.majority_digest,
              "stale": list(d.with_state(DriftState.STALE)),
              "missing": list(d.with_state(DriftState.MISSING)),
              "unknown": list(d.with_state(DriftState.UNKNOWN)), "outliers": list(d.outliers),
@@ -239,7 +272,7 @@ def pull_upgrade(server: OllamaServer, names: Sequence[ModelName], options: Pull
     """Pull what is missing and pull again what is stale (or cannot be checked); models
     with the registry's current weights are left alone (status `present`)."""
     with RegistryClient(insecure=options.insecure, environ=server.environ) as registry:
-        drift = check_server(server, names, RegistryDigests(registry))
+        drift = check_server(server, names, Reference.of_registry(registry))
     inventory = server.tags()
     todo = [d.name for d in drift if d.state == DriftState.MISSING or needs_pull_again(d)]
     pulled = {}

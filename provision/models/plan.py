@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from provision.errors import EXIT_NOT_READY, ProvisionError
-from provision.models.registry import RegistryClient, RegistryError
+from provision.models.registry import ModelFiles, RegistryClient, RegistryError
 from provision.names import ModelName
 from provision.output import human_bytes
 from provision.server import Inventory, OllamaServer
@@ -70,7 +70,7 @@ def build_plan(
     force: bool = False,
     insecure: bool = False,
     details: bool = True,
-    registry: RegistryClient | None = None,
+    registry: ModelFiles | None = None,
 ) -> DownloadPlan:
     """Ask the registry about every model that would be pulled (those `inventory` lacks,
     all with `force`). `details=False` skips the config blobs (the disk check needs only
@@ -136,13 +136,15 @@ def _in_store(store: Path | None, digest: str, size: int) -> bool:
 
 
 def ensure_disk_space(names: list[ModelName], server: OllamaServer, *,
-                      insecure: bool = False) -> DownloadPlan:
-    """Refuse (InsufficientDisk, exit 1) when the local server's disk cannot hold the pull.
+                      insecure: bool = False, files: ModelFiles | None = None) -> DownloadPlan:
+    """Refuse (InsufficientDisk, exit 1) when the local server's disk cannot hold the pull
+    (or the upload: `files` is then the store the models come from).
 
     Best effort: a model the registry cannot describe from here is left to the pull
     itself, which explains its own error.
     """
-    plan = build_plan(names, server, None, force=True, insecure=insecure, details=False)
+    plan = build_plan(names, server, None, force=True, insecure=insecure, details=False,
+                      registry=files)
     unknown = [m.name.short for m in plan.models if m.error]
     if unknown:
         log.debug("disk check: no size for %s", ", ".join(unknown))

@@ -1,6 +1,8 @@
-"""Showing pulls as they happen: bars on a terminal, plain periodic lines in CI logs.
+"""Showing transfers as they happen: bars on a terminal, plain periodic lines in CI logs.
 
-Both reporters take the same events from provision.models.pull. Progress events can arrive
+Both reporters take the same events from provision.models.pull, for every transfer of
+models: pulls, uploads from a bundle or the seed cache, downloads into them, a bundle
+read back (the verb of each model's ModelStarted says which). Progress events can arrive
 thousands of times a second, so handling one only updates counters; drawing happens
 separately: rich's live display redraws at most `refresh_per_second` times (10), and
 the plain reporter writes a line per model at most every `interval` seconds (10) or
@@ -18,13 +20,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable
+from typing import IO, TYPE_CHECKING, Callable
 
 from provision.live import LineLog, LiveView
 from provision.models.pull import (
+    PULLING,
     BlobProgress,
     ModelFinished,
     ModelStarted,
+    Notice,
     PullEvent,
     PullOutcome,
     PullStatus,
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 SPEED_TAU = 3.0  # seconds: time constant of the speed average (steady, yet follows change)
 BAR_WIDTH = 25
 ROW_MIN_BYTES = 1_000_000  # blobs this big get a row of their own on a terminal
+FIGURES = 47  # columns a bar line's figures may take: percent, sizes, speed, time left
 
 
 class _Blob:
@@ -53,13 +58,14 @@ class _Blob:
 class _Model:
     """One model's progress summed over its blobs (blobs show up one after another)."""
 
-    __slots__ = ("name", "blobs", "total", "seen", "expected", "done", "status", "note",
-                 "started",
+    __slots__ = ("name", "action", "blobs", "total", "seen", "expected", "done", "status",
+                 "note", "started",
                  "sample_t", "sample_done", "speed",
                  "line_t", "line_done", "next_at", "next_time", "decile")
 
-    def __init__(self, name: str, now: float, expected: int = 0) -> None:
+    def __init__(self, name: str, now: float, expected: int = 0, action: str = PULLING) -> None:
         self.name = name
+        self.action = action  # the verb: pulling, uploading, downloading, checking
         self.blobs: dict[str, _Blob] = {}
         self.seen = 0  # sum of the totals of the blobs seen so far
         self.expected = expected  # the manifest's size, when known up front
@@ -87,9 +93,9 @@ class _Tally:
         self.models: dict[str, _Model] = {}
         self.lock = threading.Lock()  # guards adding/removing models and blobs
 
-    def start(self, name: str, expected: int = 0) -> _Model:
+    def start(self, name: str, expected: int = 0, action: str = PULLING) -> _Model:
         with self.lock:
-            model = self.models[name] = _Model(name, self.clock(), expected)
+            model = self.models[name] = _Model(name, self.clock(), expected, action)
             return model
 
     def get(self, name: str) -> _Model:
@@ -101,10 +107,10 @@ class _Tally:
         blob = model.blobs.get(event.digest)
         total = event.total
         if blob is None:
-            # What the server has of a blob when it first shows up (a partial download
-            # from an earlier run, a blob another model shares) is where it starts: a
-            # baseline, never speed.
-            start = min(max(event.completed, 0), total)
+            # Where a blob starts when it first shows up is a baseline, never speed: what
+            # the server has of it (a partial download from an earlier run, a blob
+            # another model shares) or where an upload takes it up.
+            start = min(max(event.start, event.completed, 0), total)
             with self.lock:
                 blob = model.blobs[event.digest] = _Blob(total, start)
             model.seen += total
@@ -211,12 +217,20 @@ def _resume_text(event: Resumed, width: int = 1 << 16) -> str:
 
 
 def _outcome_parts(outcome: PullOutcome) -> tuple[str, list[str]]:
-    """A finished pull in words: what it fetched in how long, then the rest (speed,
-    retries, a resume), most telling first."""
-    core = f"{human_bytes(outcome.size)} in {format_duration(outcome.duration)}"
+    """A finished transfer in words: what it moved in how long, then the rest (speed,
+    blobs the server had, retries, a resume), most telling first."""
+    if outcome.via is not None:  # uploaded by this machine, not pulled by the server
+        core = (f"{human_bytes(outcome.sent_bytes)} sent from {outcome.via} in "
+                f"{format_duration(outcome.duration)}")
+    else:
+        core = f"{human_bytes(outcome.size)} in {format_duration(outcome.duration)}"
     extra = []
-    if outcome.downloaded and outcome.duration > 0:
-        extra.append(f"{human_bytes(outcome.downloaded / outcome.duration)}/s")
+    moved = outcome.sent_bytes if outcome.via is not None else outcome.downloaded
+    if moved and outcome.duration > 0:
+        extra.append(f"{human_bytes(moved / outcome.duration)}/s")
+    if outcome.blobs_skipped:
+        extra.append(f"{outcome.blobs_skipped} blob{'s' if outcome.blobs_skipped != 1 else ''}"
+                     " already there")
     if outcome.retries:
         extra.append(f"{outcome.retries} {'retry' if outcome.retries == 1 else 'retries'}")
     if outcome.resumed:
@@ -225,9 +239,12 @@ def _outcome_parts(outcome: PullOutcome) -> tuple[str, list[str]]:
 
 
 def outcome_text(outcome: PullOutcome, *, verb: bool = True, width: int = 1 << 16) -> str:
-    """One line about how a model's pull ended (shared by reporters and the summary);
+    """One line about how a model's transfer ended (shared by reporters and the summary);
     `width`: the columns it may take (the less telling parts go first)."""
     if outcome.status == PullStatus.PRESENT:
+        if outcome.stale:
+            other = f"other weights than in {outcome.via}; --upgrade replaces them"
+            return f"present with {other}" if verb else other
         return "already present"  # `--force` means another thing in `apply`: no hint here
     if outcome.status == PullStatus.INTERRUPTED:
         return "interrupted"  # how to resume is said once, at the end
@@ -238,9 +255,17 @@ def outcome_text(outcome: PullOutcome, *, verb: bool = True, width: int = 1 << 1
         return fit(width, core, *(f", {e}" for e in extra))
     verbs = {PullStatus.UPDATED: "updated", PullStatus.UNCHANGED: "pulled again, unchanged"}
     head = verbs.get(outcome.status, "pulled") + f": {core}"
-    if outcome.downloaded and outcome.duration > 0:
+    moved = outcome.sent_bytes if outcome.via is not None else outcome.downloaded
+    if moved and outcome.duration > 0:
         head, extra = fit(width, head, f" ({extra[0]})"), extra[1:]
     return fit(width, head, *(f", {e}" for e in extra))
+
+
+def finished_text(event: ModelFinished, width: int = 1 << 16) -> str:
+    """How a model's transfer ended, one line: a pull's (or an upload's) outcome, or the
+    event's own text."""
+    return outcome_text(event.outcome, width=width) if event.outcome is not None \
+        else event.text
 
 
 def progress_line(name: str, done: int, total: int, speed: float) -> str:
@@ -272,20 +297,26 @@ class PlainReporter(LineLog):
                 self._line(model, now)
             return
         if isinstance(event, ModelStarted):
-            model = self.tally.start(event.model, event.expected_size or 0)
+            model = self.tally.start(event.model, event.expected_size or 0, event.action)
             model.next_time = model.started + self.interval
-            self._write(f"pulling {event.model}")
+            self._write(f"{event.action} {event.model}")
+        elif isinstance(event, Notice):
+            self._write(f"{event.model}: {event.text}" if event.model else event.text)
         elif isinstance(event, Retrying):
             self._write(f"{event.model}: {_retry_text(event)}")
         elif isinstance(event, Resumed):
             self.tally.resumed(event)
             self._write(_resume_text(event))
         elif isinstance(event, StatusChanged):
-            self.tally.get(event.model).status = event.status
+            if event.slow:  # a step that may take long: the log says it began
+                self._write(f"{event.model}: {event.status}" if event.model else event.status)
+            if event.model:
+                self.tally.get(event.model).status = event.status
         elif isinstance(event, ModelFinished):
-            self.tally.finish(event.outcome.name.short)
-            if event.outcome.ok or self.say_failures:
-                self._write(f"{event.outcome.name.short}: {outcome_text(event.outcome)}")
+            self.tally.finish(event.model)
+            if event.ok or self.say_failures:
+                self._write(f"{event.model}: {finished_text(event)}" if event.model
+                            else finished_text(event))
 
     def _line(self, model: _Model, now: float) -> None:
         if model.total <= 0:
@@ -322,16 +353,24 @@ class TerminalReporter(LiveView):
         self.refresh_per_second = refresh_per_second
         self.clock = clock
         self.tally = _Tally(clock)
+        self.step = ""  # what the whole operation is doing (shown while no model is)
 
     def handle(self, event: PullEvent) -> None:
         if type(event) is BlobProgress:
             self.tally.progress(event)
             return
         if isinstance(event, ModelStarted):
-            self.tally.start(event.model, event.expected_size or 0).status = "starting"
+            self.tally.start(event.model, event.expected_size or 0,
+                             event.action).status = "starting"
         elif isinstance(event, StatusChanged):
+            if not event.model:
+                self.step = event.status
+                return
             model = self.tally.get(event.model)
             model.status, model.note = event.status, ""
+        elif isinstance(event, Notice):
+            self.say("[yellow]![/] ", f"{event.model}: {event.text}" if event.model
+                     else event.text)
         elif isinstance(event, Retrying):
             self.tally.get(event.model).note = f"retry {event.retry}/{event.retries}"
             self.say(f"[yellow]![/] {event.model}: ", _retry_text(event))
@@ -339,17 +378,17 @@ class TerminalReporter(LiveView):
             self.tally.resumed(event)
             self.say("[cyan]↻[/] ", _resume_text(event, self.console.width - 2))
         elif isinstance(event, ModelFinished):
-            self._finished(event.outcome)
+            self._finished(event)
 
-    def _finished(self, outcome: PullOutcome) -> None:
-        name = outcome.name.short
+    def _finished(self, event: ModelFinished) -> None:
+        name = event.model
         model = self.tally.finish(name)
+        self.step = ""
         room = self.console.width - 2  # the line after its mark ("✓ ")
-        if outcome.ok and outcome.status != PullStatus.PRESENT and model is not None \
-                and model.total:
+        if event.ok and event.shown_whole and model is not None and model.total:
             done = model.total
-            speed = outcome.downloaded / outcome.duration if outcome.duration > 0 else 0
-            tail = f"  {format_duration(outcome.duration)}"
+            speed = event.moved / event.duration if event.duration > 0 else 0
+            tail = f"  {format_duration(event.duration)}"
             if speed:
                 tail += f"  {human_bytes(speed)}/s"
             # The bar gets what the name and the figures leave of the line.
@@ -359,16 +398,16 @@ class TerminalReporter(LiveView):
                 line = bar_line(name, done, model.total, 0, width=min(BAR_WIDTH, bar),
                                 finished=True) + tail
             else:  # a long name: no bar, the line must not wrap
-                line = f"{name}: {outcome_text(outcome, width=room - len(name) - 2)}"
+                line = f"{name}: {finished_text(event, room - len(name) - 2)}"
             self.say("[green]✓[/] ", line)
-        elif outcome.ok:
-            self.say("[green]✓[/] ", f"{name}: {outcome_text(outcome)}")
+        elif event.ok:
+            self.say("[green]✓[/] ", f"{name}: {finished_text(event)}")
         elif not self.say_failures:
             return
-        elif outcome.status == PullStatus.INTERRUPTED:
-            self.say("[yellow]![/] ", f"{name}: {outcome_text(outcome)}")
+        elif event.interrupted:
+            self.say("[yellow]![/] ", f"{name}: {finished_text(event)}")
         else:
-            self.say("[red]✗[/] ", f"{name}: {outcome_text(outcome)}")
+            self.say("[red]✗[/] ", f"{name}: {finished_text(event)}")
 
     def __rich__(self) -> RenderableType:
         """One frame, built when the view redraws (not per event): a row per blob of
@@ -378,36 +417,36 @@ class TerminalReporter(LiveView):
         from rich.text import Text  # tens of ms: only when a terminal is drawn
 
         now = self.clock()
-        label = 22  # "  pulling 02c22f0b3928", "  total" padded alike
-        # Room for the bar once the label and the figures (46 columns at most) are drawn.
-        width = max(8, min(BAR_WIDTH, self.console.width - label - 47))
         lines: list[Text] = []
         for model, blobs in self.tally.snapshot():
             _sample(model, now)
-            downloading = any(blob.done < blob.total for _, blob in blobs)
+            moving = any(blob.done < blob.total for _, blob in blobs)
+            busy = "downloading" if model.action == PULLING else model.action
             head = Text(model.name, style="bold")
-            head.append(f"  {model.note or ('downloading' if downloading else model.status)}",
-                        style="dim")
+            head.append(f"  {model.note or (busy if moving else model.status)}", style="dim")
             lines.append(head)
+            verb = f"  {model.action} "
+            label = len(verb) + 12  # "  pulling 02c22f0b3928", "  total" padded alike
+            # Room for the bar once the label and the figures are drawn.
+            width = max(8, min(BAR_WIDTH, self.console.width - label - FIGURES))
             total_row = len(blobs) > 1 or bool(model.expected)
             for digest, blob in blobs:
                 if blob.total >= ROW_MIN_BYTES:
-                    lines.append(Text(bar_line(f"  pulling {_short(digest)}", blob.done,
+                    lines.append(Text(bar_line(f"{verb}{_short(digest)}", blob.done,
                                                blob.total, 0 if total_row else model.speed,
                                                width=width)))
             if total_row:
-                lines.append(Text(bar_line(f"  {'total':<{label - 3}}", model.done,
+                lines.append(Text(bar_line(f"  {'total':<{label - 2}}", model.done,
                                            model.total, model.speed, width=width),
                                   style="bold"))
+        if not lines and self.step:
+            lines.append(Text(self.step, style="dim"))
         return Group(*lines)
 
 
 def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
-                  console: Console | None = None, kinds: tuple[type, type] | None = None
-                  ) -> Any:
-    """The reporter for this output: None when quiet. `kinds`: other (plain, terminal)
-    reporter classes taking the same arguments (bundle transfers have their own)."""
-    plain, live = kinds or (PlainReporter, TerminalReporter)
+                  console: Console | None = None) -> PlainReporter | TerminalReporter | None:
+    """The reporter for this output: None when quiet."""
     if quiet:
         return None
     if terminal:
@@ -415,9 +454,9 @@ def make_reporter(*, quiet: bool, terminal: bool, stream: IO[str],
             from rich.console import Console  # tens of ms: only when a terminal is drawn
 
             console = Console(file=stream, force_terminal=True, highlight=False)
-        return live(console)
-    return plain(stream)
+        return TerminalReporter(console)
+    return PlainReporter(stream)
 
 
-__all__ = ["PlainReporter", "TerminalReporter", "make_reporter", "outcome_text",
+__all__ = ["PlainReporter", "TerminalReporter", "finished_text", "make_reporter", "outcome_text",
            "bar_line", "format_duration", "format_sizes", "progress_line"]

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -68,6 +68,24 @@ class ModelConfig:
     model_family: str
     model_type: str  # parameter size, e.g. "8.0B"
     file_type: str  # quantization, e.g. "Q4_K_M"
+
+
+class ModelFiles(Protocol):
+    """Where a model's manifest and blobs are read from before anything moves (sizes, the
+    config, a GGUF header): the registry (`RegistryClient`), or a store of models on
+    this machine (a bundle, `provision.bundle.StoreFiles`)."""
+
+    requests: int  # requests made (a store: 0)
+    bytes_read: int
+
+    def manifest(self, name: ModelName) -> ModelManifest: ...
+
+    def blob(self, name: ModelName, digest: str, *, start: int = 0,
+             end: int | None = None) -> bytes: ...
+
+    def config(self, manifest: ModelManifest) -> ModelConfig: ...
+
+    def close(self) -> None: ...
 
 
 def registry_base_url(name: ModelName, *, insecure: bool = False,
@@ -260,18 +278,23 @@ class RegistryClient:
         return content
 
     def config(self, manifest: ModelManifest) -> ModelConfig:
-        try:
-            data = json_loads(self.blob(manifest.name, manifest.config.digest))
-        except ValueError as exc:
-            raise RegistryError(f"unreadable config blob for {manifest.name.short}") from exc
-        if not isinstance(data, dict):
-            raise RegistryError(f"unreadable config blob for {manifest.name.short}")
-        return ModelConfig(
-            model_format=_field(data, "model_format"),
-            model_family=_field(data, "model_family"),
-            model_type=_field(data, "model_type"),
-            file_type=_field(data, "file_type"),
-        )
+        return parse_config(manifest, self.blob(manifest.name, manifest.config.digest))
+
+
+def parse_config(manifest: ModelManifest, raw: bytes) -> ModelConfig:
+    """The config blob's details; RegistryError when it is not one."""
+    try:
+        data = json_loads(raw)
+    except ValueError as exc:
+        raise RegistryError(f"unreadable config blob for {manifest.name.short}") from exc
+    if not isinstance(data, dict):
+        raise RegistryError(f"unreadable config blob for {manifest.name.short}")
+    return ModelConfig(
+        model_format=_field(data, "model_format"),
+        model_family=_field(data, "model_family"),
+        model_type=_field(data, "model_type"),
+        file_type=_field(data, "file_type"),
+    )
 
 
 def _read_all(response: httpx.Response, name: ModelName) -> bytes:

@@ -4,7 +4,8 @@ frozen dataclasses out (checked as strictly as `provision.tables` checks every t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from provision.names import ModelName, parse_name
@@ -19,6 +20,7 @@ from provision.tables import (
     is_name_list,
     is_str,
     is_table,
+    is_text,
     nonneg_number,
     positive_number,
 )
@@ -55,6 +57,14 @@ class PullSpec:
     retries: int = 5
     stall_timeout: float = 60.0
     insecure: bool = False
+    bundle: str | None = None  # the models come from this bundle file, not the registry
+
+    def resolved(self, folder: Path) -> PullSpec:
+        """`bundle` with `~` expanded, relative to `folder` (the file's that named it)."""
+        if self.bundle is None:
+            return self
+        path = Path(self.bundle).expanduser()
+        return replace(self, bundle=str(path if path.is_absolute() else folder / path))
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,7 @@ PULL_KEYS: Schema = {
     "retries": (int_at_least(0), "an integer >= 0", "retries"),
     "stall_timeout": (positive_number, SECONDS, "stall_timeout"),
     "insecure": (is_bool, "true or false", "insecure"),
+    "bundle": (is_text, "a path (string)", "bundle"),
 }
 VERIFY_KEYS: Schema = {
     "enabled": (is_bool, "true or false", "enabled"),

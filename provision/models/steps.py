@@ -4,7 +4,9 @@ Both bring one server to its declared models the same way: the pull options come
 `[pull]` and the server's timeouts, custom models are created once their base is there,
 and each model is verified (loaded as an embedding model when that is all it does, timed,
 held to `[verify] min_tokens_per_second`). What differs is only what each reports: apply
-a step at a time for one machine, fleet a live row per host.
+a step at a time for one machine, fleet a live row per host; and where the models come
+from: the registry (the server pulls) unless a `ModelSource` is given (a bundle, the
+seed cache: this machine uploads).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from provision.models.create import CreateOutcome, CreateStatus, CustomModel, ensure_custom_model
-from provision.models.pull import PullOptions, PullOutcome, Reporter, pull_models
+from provision.models.pull import PullOptions, PullOutcome, Reporter
+from provision.models.source import ModelSource, ServerPull
 from provision.models.spec import ModelSpec, PullSpec, VerifySpec
 from provision.models.verify import Verification, verify_model
 from provision.names import ModelName, parse_name
@@ -55,12 +58,14 @@ def pull_names(targets: Iterable[Target]) -> list[ModelName]:
 
 class ServerSteps:
     def __init__(self, server: OllamaServer, pull: PullSpec, verify: VerifySpec, *,
-                 backoff_base: float, connect_timeout: float) -> None:
+                 backoff_base: float, connect_timeout: float,
+                 source: ModelSource | None = None) -> None:
         self.server = server
         self.pull_spec = pull
         self.verify_spec = verify
         self.backoff_base = backoff_base
         self.connect_timeout = connect_timeout
+        self.source = source or ServerPull(self.pull_options())
 
     # --- pull ---------------------------------------------------------------------------
 
@@ -73,11 +78,12 @@ class ServerSteps:
 
     def pull(self, names: list[ModelName], reporter: Reporter | None = None, *,
              force: bool = False, check_disk: bool = True) -> dict[ModelKey, PullOutcome]:
-        """Pull what the server lacks (everything with `force`); the outcomes by model.
-        Raises as `pull_models` does (the server cannot be listed, a disk too small,
+        """Get what the server lacks from the source (`force`: present models again, or
+        with a store, those with other weights); the outcomes by model. Raises as
+        `pull_models` does (the server cannot be listed, a disk too small,
         PullInterrupted on Ctrl-C)."""
-        options = self.pull_options(force=force, check_disk=check_disk)
-        outcomes = pull_models(self.server, names, options, reporter)
+        outcomes = self.source.provide(self.server, names, upgrade=force,
+                                       check_disk=check_disk, reporter=reporter)
         return {o.name.key: o for o in outcomes}
 
     # --- create -------------------------------------------------------------------------

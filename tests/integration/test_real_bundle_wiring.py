@@ -7,8 +7,6 @@ tool have proxies at a closed loopback port, so whatever reaches for a registry 
 What a provisioned server ends up with is compared with a server that pulled the same
 models while the registry was up: weights digest, template, system prompt, parameters,
 licence, details, capabilities; and a generation.
-
-Issue 14's wiring is not written yet: each test is a strict xfail until it is.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from tests.real import (
 )
 
 TINY, SYS = "tiny:latest", "tiny:sys"  # in the bundles under these names, as pulled
-PENDING = "issue 14 wiring: "
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +93,6 @@ def for_server(made: SimpleNamespace, server: RealOllama) -> dict[str, str]:
 # --- pull --bundle ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "pull --bundle")
 def test_pull_bundle_gives_a_fresh_server_the_models_as_if_pulled(made, start_server) -> None:
     server = start_server()
     env = for_server(made, server)
@@ -120,7 +116,6 @@ def test_pull_bundle_gives_a_fresh_server_the_models_as_if_pulled(made, start_se
     assert server.blob_posts() == 1  # nothing sent
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "pull --bundle --upgrade")
 def test_pull_bundle_replaces_other_weights_only_with_upgrade(made, start_server) -> None:
     server = start_server(tiny=True)  # the shared tiny: v1's weights
     env = for_server(made, server)
@@ -131,6 +126,10 @@ def test_pull_bundle_replaces_other_weights_only_with_upgrade(made, start_server
     assert statuses(doc) == {TINY: "present"}  # as `pull` leaves a present model
     assert server.weights(TINY) == made.v1_weights
     assert server.blob_posts() == 0
+    said = run_cli(env, "pull", "--bundle", str(made.v2), "tiny")
+    assert said.returncode == 0, said.stderr
+    assert f"{TINY}: present (other weights than in v2.tar; --upgrade replaces them)" \
+        in said.stdout.splitlines()
 
     code, doc, err = run_json(env, "pull", "--upgrade", "--bundle", str(made.v2), "tiny")
     assert code == 0, err
@@ -141,7 +140,6 @@ def test_pull_bundle_replaces_other_weights_only_with_upgrade(made, start_server
     assert server.generate(TINY)["eval_count"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "pull --bundle input errors")
 def test_pull_bundle_refuses_bad_input_in_one_line_and_changes_nothing(
         made, start_server, tmp_path) -> None:
     server = start_server()
@@ -199,7 +197,6 @@ num_predict = 4
     return path
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "[pull] bundle in the manifest")
 def test_apply_from_the_manifests_bundle_verifies_and_then_changes_nothing(
         made, start_server, tmp_path) -> None:
     server = start_server()
@@ -225,7 +222,6 @@ def test_apply_from_the_manifests_bundle_verifies_and_then_changes_nothing(
     assert (tmp_path / "codex" / "config.toml").read_bytes() == config
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "apply --bundle")
 def test_apply_bundle_flag_wins_over_the_manifest(made, start_server, tmp_path) -> None:
     server = start_server()
     env = for_server(made, server)
@@ -238,7 +234,6 @@ def test_apply_bundle_flag_wins_over_the_manifest(made, start_server, tmp_path) 
     assert server.show(SYS)["system"] == SYSTEM_PROMPT
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "[pull] bundle validation")
 def test_apply_refuses_a_bad_bundle_setting_before_changing_anything(
         made, start_server, tmp_path) -> None:
     server = start_server()
@@ -273,7 +268,6 @@ def test_apply_refuses_a_bad_bundle_setting_before_changing_anything(
 # --- fleet --bundle -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "fleet --bundle")
 def test_fleet_bundle_converges_drift_is_against_the_bundle_and_upgrade_takes_a_newer_one(
         made, start_server, tmp_path) -> None:
     hosts = [start_server(), start_server(), start_server(tiny=True)]
@@ -320,7 +314,6 @@ def test_fleet_bundle_converges_drift_is_against_the_bundle_and_upgrade_takes_a_
     assert drift_states(doc, TINY) == dict.fromkeys(names, "current")
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "fleet --bundle input errors")
 def test_fleet_bundle_without_a_declared_model_touches_no_host(made, start_server,
                                                                 tmp_path) -> None:
     host = start_server()

@@ -130,8 +130,12 @@ def test_pull_of_an_unknown_model_or_tag_is_explained(empty_server, registry, ti
     for name in (f"{registry.host}/library/nosuchmodel", f"{registry.host}/library/tiny:nope"):
         result = run_cli(env, "pull", "--insecure", name)
         assert result.returncode == 1
-        assert "failed (unknown-model: not found in the registry" in result.stdout
-        assert f"hint: check the name against the registry {registry.host}" in result.stderr
+        # The reason once, on the model's line, then the fix; the summary its kind.
+        said = f"{name}:latest" if ":" not in name.rsplit("/", 1)[-1] else name
+        assert f"{said}: not found in the registry" in result.stderr
+        assert f"hint: {said}: check the name against the registry {registry.host}" \
+            in result.stderr
+        assert f"{said}: failed (unknown-model)" in result.stdout
         assert "Traceback" not in result.stderr
 
 
@@ -140,7 +144,7 @@ def test_pull_without_insecure_says_the_registry_speaks_http(empty_server, tiny_
     empty_server.delete(tiny_ref)
     result = run_cli(env_for(user_env, empty_server), "pull", "--no-disk-check", tiny_ref)
     assert result.returncode == 1
-    assert "hint: the registry speaks plain HTTP: add --insecure" in result.stderr
+    assert f"hint: {tiny_ref}: the registry speaks plain HTTP: add --insecure" in result.stderr
 
 
 def test_pull_on_a_terminal_draws_progress(empty_server, tiny_ref, user_env) -> None:

@@ -201,22 +201,36 @@ from dbgpt.model.proxy.llms.ollama import OllamaLLMClient
 from dbgpt.util.configure import ConfigurationManager
 from dbgpt_ext.rag.embeddings.ollama import OllamaEmbeddings
 
+
+def show(*values):
+    # DB-GPT prints lines of its own ("Setting random seed to 42" where some
+    # optional packages are installed): mark ours so the test reads only them.
+    print("RESULT", *values)
+
+
 scan_model_providers()  # as DB-GPT's webserver does before loading its config
 config = ConfigurationManager.from_file(sys.argv[1])
 models = config.parse_config(ModelsDeployParameters, prefix="models")
-print(models.default_llm, models.default_embedding)
+show(models.default_llm, models.default_embedding)
 llm = next(m for m in models.llms if m.name == models.default_llm)
-print(type(llm).__name__, llm.api_base)
+show(type(llm).__name__, llm.api_base)
 client = OllamaLLMClient.new_client(llm)
 request = ModelRequest.build_request(llm.name, [ModelMessage.build_human_message("hi")])
 last = list(client.sync_generate_stream(request))[-1]
-print(last.error_code, repr(last.text))
+show(last.error_code, repr(last.text))
 if models.embeddings:
     embedding = next(m for m in models.embeddings if m.name == models.default_embedding)
-    print(type(embedding).__name__, embedding.api_url)
+    show(type(embedding).__name__, embedding.api_url)
     vector = OllamaEmbeddings.from_parameters(embedding).embed_query("hello")
-    print(len(vector))
+    show(len(vector))
 """
+
+
+def dbgpt_results(stdout: str) -> list[str]:
+    """The lines the DBGPT script printed itself, without their mark."""
+    return [line.removeprefix("RESULT ") for line in stdout.splitlines()
+            if line.startswith("RESULT ")]
+
 
 USERS_DBGPT = """\
 # DB-GPT configuration (mine)
@@ -257,8 +271,8 @@ def test_config_dbgpt_then_dbgpts_loader_and_ollama_proxy_chat_and_embed(
     kept = iter(text.splitlines())
     assert all(any(line == other for other in kept) for line in USERS_DBGPT.splitlines())
     env = {**user_env, "DEEPSEEK_API_KEY": "placeholder"}  # the user's own entry needs it
-    out = tool(env, f"import sys; sys.argv[1:] = [{str(path)!r}]\n" + DBGPT,
-               cwd=tmp_path).stdout.splitlines()
+    script = f"import sys; sys.argv[1:] = [{str(path)!r}]\n" + DBGPT
+    out = dbgpt_results(tool(env, script, cwd=tmp_path).stdout)
     assert out[0] == "tiny tiny-embed"
     assert out[1] == f"OllamaDeployModelParameters {real_server.url}"
     assert out[2].startswith("0 ") and len(out[2]) > 4  # error_code 0 and some text
@@ -272,9 +286,9 @@ def test_dbgpts_default_api_base_reads_ollama_api_base_from_env(
     need("dbgpt", "dbgpt-ext", "ollama")
     path = tmp_path / "dbgpt.toml"
     path.write_text('[models]\n[[models.llms]]\nname = "tiny"\nprovider = "proxy/ollama"\n')
-    out = tool(user_env, f"import sys; sys.argv[1:] = [{str(path)!r}]\n" + DBGPT,
-               setup=evaluated("--host", real_server.url, "--client", "base-url"),
-               cwd=tmp_path).stdout.splitlines()
+    script = f"import sys; sys.argv[1:] = [{str(path)!r}]\n" + DBGPT
+    setup = evaluated("--host", real_server.url, "--client", "base-url")
+    out = dbgpt_results(tool(user_env, script, setup=setup, cwd=tmp_path).stdout)
     assert out[1] == f"OllamaDeployModelParameters {real_server.url}"
     assert out[2].startswith("0 ")
 
@@ -321,8 +335,8 @@ num_predict = 4
     assert later["OLLAMA_HOST"] == real_server.host and later["EARLIER"] == "1"
     done = tool(later, OPENAI_SDK)
     assert "tiny:latest" in done.stdout
-    out = tool(user_env, f"import sys; sys.argv[1:] = [{str(dbgpt)!r}]\n" + DBGPT,
-               cwd=tmp_path).stdout.splitlines()
+    script = f"import sys; sys.argv[1:] = [{str(dbgpt)!r}]\n" + DBGPT
+    out = dbgpt_results(tool(user_env, script, cwd=tmp_path).stdout)
     assert out[0] == "tiny:latest tiny-embed:latest" and out[4] == "64"
     # Run again in that later step: nothing changes.
     second = run_cli({**env, **github_env_vars(github_env.read_text())}, "apply", "--json",

@@ -6,8 +6,6 @@ Counted, not assumed: the registry's own log gives the blob downloads it served
 (`Registry.blob_gets`), each server's log the blob uploads it received, a throttling
 front the bytes that crossed it (tests/integration/throttle.py). The cache lives where
 XDG_CACHE_HOME says, a folder of the test's own.
-
-Issue 14's wiring is not written yet: each test is a strict xfail until it is.
 """
 
 from __future__ import annotations
@@ -45,7 +43,6 @@ from tests.real import (
 )
 from tests.real.gguf import padded_tiny
 
-PENDING = "issue 14 wiring: "
 PAD = 8_000_000  # bytes of padding in `pad-a` and `pad-b`
 BIG = 40_000_000  # in `big`: long enough to interrupt at the throttled rates below
 INSECURE = "[pull]\ninsecure = true\n"
@@ -99,7 +96,6 @@ def blobs_of(*models: SimpleNamespace) -> dict[str, int]:
     return {d: s for m in models for d, s in m.blobs.items()}
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "fleet --seed")
 def test_seed_takes_each_blob_from_the_registry_once_and_the_cache_serves_the_next_run(
         published, seed_hosts, registry, user_env, tmp_path) -> None:
     tiny, tiny_sys = published.tiny, published.tiny_sys
@@ -138,7 +134,6 @@ def test_seed_takes_each_blob_from_the_registry_once_and_the_cache_serves_the_ne
     assert [h.blob_posts() for h in seed_hosts] == [1, 1, 1, 1]
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "fleet --seed --cache-size")
 def test_the_seed_cache_keeps_to_its_size_budget_and_reuses_what_it_kept(
         published, seed_hosts, registry, user_env, tmp_path) -> None:
     pads = (published.pad_a, published.pad_b)
@@ -174,7 +169,6 @@ def test_the_seed_cache_keeps_to_its_size_budget_and_reuses_what_it_kept(
     assert [seed_hosts[3].weights(n) for n in names] == [m.weights[0] for m in pads]
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "fleet --seed resumes a download")
 def test_an_interrupted_seed_download_resumes_without_fetching_anything_twice(
         published, registry, start_server, user_env, tmp_path) -> None:
     big = published.big
@@ -204,7 +198,6 @@ def test_an_interrupted_seed_download_resumes_without_fetching_anything_twice(
     assert host.blob_posts() == 1
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "fleet --seed resumes uploads")
 def test_an_interrupted_seed_upload_resumes_without_sending_a_blob_twice(
         published, registry, start_server, user_env, tmp_path) -> None:
     pads = (published.pad_a, published.pad_b)
@@ -243,7 +236,6 @@ def test_an_interrupted_seed_upload_resumes_without_sending_a_blob_twice(
     assert [host.weights(n) for n in names] == [m.weights[0] for m in pads]
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "fleet --seed --uploads")
 def test_seed_uploads_run_at_most_uploads_at_once(published, seed_hosts, registry, user_env,
                                                   tmp_path) -> None:
     big = published.big
@@ -265,7 +257,6 @@ def test_seed_uploads_run_at_most_uploads_at_once(published, seed_hosts, registr
     assert seed_bytes(doc) == (sum(big.blobs.values()), 3 * big.weights[1])
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + "fleet --seed flags")
 def test_seed_flags_are_checked_before_any_host_is_touched(user_env, tmp_path) -> None:
     inv = str(inventory(tmp_path / "fleet.toml", [("nowhere", f"http://127.0.0.1:"
                                                                f"{free_port()}")], ["tiny"]))

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from provision.models.pull.errors import ErrorKind, PullError, cancelled, classify_server_error
 from provision.models.pull.events import (
+    CHECKING,
+    DOWNLOADING,
+    PULLING,
+    UPLOADING,
     BlobProgress,
     ModelFinished,
     ModelStarted,
+    Notice,
     NullReporter,
     PullEvent,
     PullOutcome,
@@ -25,7 +30,9 @@ from provision.models.pull.events import (
 from provision.models.pull.run import PullInterrupted, PullOptions, pull_models
 
 __all__ = [
-    "BlobProgress", "ErrorKind", "ModelFinished", "ModelStarted", "NullReporter", "PullError",
+    "CHECKING", "DOWNLOADING", "PULLING", "UPLOADING",
+    "BlobProgress", "ErrorKind", "ModelFinished", "ModelStarted", "Notice", "NullReporter",
+    "PullError",
     "PullEvent", "PullInterrupted", "PullOptions", "PullOutcome", "PullStatus", "Reporter",
     "Resumed", "Retrying", "StatusChanged", "cancelled", "classify_server_error",
     "pull_models",

@@ -106,7 +106,7 @@ def _pull_all(server: OllamaServer, names: list[ModelName], options: PullOptions
         if installed is not None and not options.force:
             outcomes[index] = PullOutcome(name=name, status=PullStatus.PRESENT,
                                           size=installed.size)
-            reporter.handle(ModelFinished(outcomes[index]))
+            reporter.handle(ModelFinished.of(outcomes[index]))
         else:
             todo.append((index, name))
     sizes: dict[tuple[str, str, str, str], int] = {}
@@ -237,7 +237,7 @@ class _Puller:
             duration=time.monotonic() - started, retries=run.retries,
             retry_reasons=tuple(run.reasons), resumed=run.resumed, error=error,
         )
-        self.reporter.handle(ModelFinished(outcome))
+        self.reporter.handle(ModelFinished.of(outcome))
         return outcome
 
     def _installed_size(self, name: ModelName) -> int | None:

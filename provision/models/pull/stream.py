@@ -34,6 +34,10 @@ LINE_LIMIT = 1 << 20
 # first attempt beyond what this rate brings in the time since the request was sent were
 # on the server's disk before (a partial download of an earlier run, resumed).
 FASTEST_LINK = 2e9
+# What the buffers between a registry and the server (sockets, a proxy) may hand over at
+# once when a download starts: bytes a first line shows beyond the link's speed, but
+# fewer than this, are no sign of a resume.
+BURST_BYTES = 8 << 20
 
 
 @dataclass
@@ -143,6 +147,18 @@ class Attempt:
         return classify_server_error(text, run.name, http_status=response.status_code,
                                      remaining=run.remaining)
 
+    def _judge_resume(self, run: ModelRun, candidate: tuple[str, int, float],
+                      completed: int, total: int, now: float, began: float) -> None:
+        """A first attempt's first blob began at `candidate`'s bytes: resumed from an
+        earlier run's partial file when even twice the speed the next line shows (and a
+        burst) could not have brought them since the request was sent. Said before any
+        of the blob's later bytes, so the bar keeps them as where it started."""
+        digest, before, seen = candidate
+        rate = max(0, completed - before) / (now - seen)
+        if before > 2 * rate * (seen - began) + BURST_BYTES:
+            run.resumed = True
+            self.reporter.handle(Resumed(run.name.short, digest, before, total))
+
     def _read(self, run: ModelRun, response: httpx.Response, watch: Watch,
               began: float) -> PullError | None:
         """The hot loop: a fast server sends thousands of lines a second, so per line it
@@ -165,6 +181,9 @@ class Attempt:
         highs: dict[str, int] = {}  # furthest completed per blob in this attempt
         latest: dict[str, int] = {}  # completed in this attempt's latest line per blob
         pending_total = pending_completed = 0
+        # A first attempt's first incomplete blob with bytes already (digest, completed,
+        # when): resumed or not is known at its next line, which shows the link's speed.
+        candidate: tuple[str, int, float] | None = None
         for chunk in response.iter_bytes():
             if watch.cancelled:
                 return cancelled()
@@ -196,18 +215,25 @@ class Attempt:
                         log.debug("%s: skipped a progress line without numbers: %r",
                                   model, line[:200])
                         continue
+                    if candidate is not None and candidate[0] == digest \
+                            and completed != candidate[1] and now > candidate[2]:
+                        self._judge_resume(run, candidate, completed, total, now, began)
+                        candidate = None
                     if resuming and completed < total:
                         # The first incomplete blob of an attempt tells where the server
                         # continued: after a retry, from its partial file or from zero
                         # although we saw it get further; on a first attempt, from a
                         # partial file of an earlier run only when more is there than
                         # could have arrived since the request (a real server's first
-                        # line comes after its first 60 ms of downloading).
+                        # line comes after its first 60 ms of downloading): at once when
+                        # no link is that fast, else when the next line shows the speed.
                         resuming = False
                         if run.retries:
                             known = completed > 0 or last.get(digest, 0) > 0
                         else:
                             known = completed > FASTEST_LINK * (now - began)
+                            if not known and completed > 0:
+                                candidate = (digest, completed, now)
                         if known:
                             run.resumed = run.resumed or completed > 0
                             handle(Resumed(model, digest, completed, total))
