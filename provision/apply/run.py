@@ -61,7 +61,9 @@ from provision.models import (
     ModelFiles,
     ModelSpec,
     RegistryClient,
+    RegistryError,
     ServerSteps,
+    SkipUnreachable,
     Target,
     build_plan,
     check_endpoint,
@@ -135,6 +137,7 @@ class _Run:
         self.version: str | None = None
         self.models_dir: str | None = None
         self.would_pull = False  # the plan found models to pull or create
+        self.registry_down: dict[str, RegistryError] = {}  # hosts that did not answer
         self.usage_error = False
         # Input errors are found here, before any step runs (exit 2, nothing done):
         # --host, else the manifest's [server].host, else OLLAMA_HOST, else the default.
@@ -193,8 +196,11 @@ class _Run:
         return replace(spec, choose=tuple(kept))
 
     def _files(self, registry: RegistryClient) -> ModelFiles:
-        """What the hardware and the plan read a model's files from: the bundle, if any."""
-        return registry if self.bundle is None else StoreFiles(self.bundle)
+        """What the hardware and the plan read a model's files from: the bundle, if any;
+        a registry that did not answer in one step is not waited on in the next."""
+        if self.bundle is not None:
+            return StoreFiles(self.bundle)
+        return SkipUnreachable(registry, self.registry_down)
 
     def _step(self, name: str, title: str, body: StepBody) -> StepResult:
         self.log.begin(name, title)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from provision.hardware.fit import Verdict
 from provision.hardware.machine import Machine
 from provision.hardware.report import ModelReport, assess_model, meets
-from provision.models.registry import ModelFiles
+from provision.models.registry import ModelFiles, SkipUnreachable
 from provision.models.spec import ModelSpec
 from provision.names import ModelName, parse_name
 from provision.server import Inventory, OllamaServer, ServerError
@@ -148,7 +148,8 @@ class _Judge:
             except ServerError:  # judged from the registry instead
                 self.inventory = None
         self.require = require
-        self.registry = registry
+        # A registry that does not answer is not waited on again for every candidate.
+        self.registry = SkipUnreachable(registry)
         self.version = version or (self.server.probe().version if self.server else None)
 
     def __call__(self, name: ModelName, num_ctx: int | None, *,

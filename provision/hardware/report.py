@@ -15,7 +15,7 @@ from provision.hardware.alternatives import Alternative, find_alternatives
 from provision.hardware.fit import Fit, Verdict, fit_model, largest_context
 from provision.hardware.machine import Machine
 from provision.hardware.needs import HEADER_BUDGET, ModelNeeds, model_needs
-from provision.models.registry import ModelFiles, RegistryClient
+from provision.models.registry import ModelFiles, RegistryClient, SkipUnreachable
 from provision.names import ModelName
 from provision.server import Inventory, OllamaServer, ServerError, ServerFacts
 
@@ -92,7 +92,8 @@ def assess(names: list[ModelName], machine: Machine, *, server: OllamaServer | N
         warnings.append(f"models loaded now hold {loaded / (1 << 30):.1f} GiB of VRAM; "
                         "Ollama unloads idle ones to make room")
     own = registry is None
-    registry = registry or RegistryClient(environ=environ, insecure=insecure)
+    # A registry that does not answer is not waited on again for every model.
+    registry = SkipUnreachable(registry or RegistryClient(environ=environ, insecure=insecure))
     reports = []
     try:
         for name in names:

@@ -40,6 +40,7 @@ from provision.models.registry import (
     ModelManifest,
     RegistryClient,
     RegistryError,
+    SkipUnreachable,
     parse_manifest,
 )
 from provision.models.source import ModelSource, ServerPull
@@ -51,7 +52,8 @@ __all__ = [
     "Checked", "CreateOutcome", "CreateStatus", "CustomModel", "DownloadPlan", "DriftState",
     "EndpointCheck", "FleetDrift", "InsufficientDisk", "ModelConfig", "ModelDrift", "ModelFiles",
     "ModelManifest", "ModelPlan", "ModelSource", "ModelSpec", "PullSpec", "RegistryClient",
-    "Reference", "ReferenceDigest", "RegistryError", "ServerPull", "ServerSteps", "Target",
+    "Reference", "ReferenceDigest", "RegistryError", "ServerPull", "ServerSteps",
+    "SkipUnreachable", "Target",
     "UpgradeResult", "Verification", "VerifySpec", "build_plan", "check_endpoint",
     "check_server", "drift_of", "drift_to_json", "ensure_custom_model", "ensure_disk_space",
     "fleet_drift", "needs_pull_again", "parse_manifest", "pull_names", "pull_upgrade",

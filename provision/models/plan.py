@@ -12,10 +12,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from provision.errors import EXIT_NOT_READY, ProvisionError
-from provision.models.registry import ModelFiles, RegistryClient, RegistryError
+from provision.models.registry import (
+    ModelFiles,
+    RegistryClient,
+    RegistryError,
+    SkipUnreachable,
+)
 from provision.names import ModelName
 from provision.output import human_bytes
 from provision.server import Inventory, OllamaServer
@@ -82,9 +85,9 @@ def build_plan(
     counted: set[str] = set()
     download = 0
     plans: list[ModelPlan] = []
-    unreachable: dict[str, RegistryError] = {}  # host -> error: don't wait on it per model
     owned = registry is None
-    registry = registry or RegistryClient(insecure=insecure, environ=environ)
+    # A registry that does not answer is not waited on again for every model.
+    registry = SkipUnreachable(registry or RegistryClient(insecure=insecure, environ=environ))
     try:
         for name in names:
             present = inventory is not None and inventory.find(name) is not None
@@ -93,13 +96,9 @@ def build_plan(
                 plans.append(ModelPlan(name=name, present=True, will_pull=False))
                 continue
             try:
-                if name.host.lower() in unreachable:
-                    raise unreachable[name.host.lower()]
                 manifest = registry.manifest(name)
                 config = registry.config(manifest) if details else None
             except RegistryError as exc:
-                if isinstance(exc.__cause__, httpx.TransportError):
-                    unreachable[name.host.lower()] = exc
                 plans.append(ModelPlan(name=name, present=present, will_pull=True,
                                        error=exc.message, hint=exc.hint,
                                        error_status=exc.status))

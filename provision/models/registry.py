@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 import httpx
 
@@ -24,6 +24,8 @@ from provision.http import Timeouts, client, deadline, json_body, json_loads
 from provision.loopback import is_loopback_host
 from provision.names import DEFAULT_HOST, ModelName
 from provision.output import printable
+
+T = TypeVar("T")
 
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
 WEIGHTS_MEDIA_TYPE = "application/vnd.ollama.image.model"
@@ -86,6 +88,51 @@ class ModelFiles(Protocol):
     def config(self, manifest: ModelManifest) -> ModelConfig: ...
 
     def close(self) -> None: ...
+
+
+class SkipUnreachable:
+    """ModelFiles that stop asking a registry host which did not answer at all (refused,
+    timed out, its deadline passed): the same error at once for every later model of the
+    run. A slow, unreachable registry otherwise costs its whole deadline (30 s) per
+    model: five `choose` candidates, two and a half minutes. `down` may be shared by
+    several wrappers (the steps of one `apply`). An answer, even an error, is not that."""
+
+    def __init__(self, files: ModelFiles, down: dict[str, RegistryError] | None = None
+                 ) -> None:
+        self.files = files
+        self.down = {} if down is None else down
+
+    @property
+    def requests(self) -> int:
+        return self.files.requests
+
+    @property
+    def bytes_read(self) -> int:
+        return self.files.bytes_read
+
+    def manifest(self, name: ModelName) -> ModelManifest:
+        return self._ask(name, lambda: self.files.manifest(name))
+
+    def blob(self, name: ModelName, digest: str, *, start: int = 0,
+             end: int | None = None) -> bytes:
+        return self._ask(name, lambda: self.files.blob(name, digest, start=start, end=end))
+
+    def config(self, manifest: ModelManifest) -> ModelConfig:
+        return self._ask(manifest.name, lambda: self.files.config(manifest))
+
+    def close(self) -> None:
+        self.files.close()
+
+    def _ask(self, name: ModelName, ask: Callable[[], T]) -> T:
+        host = name.host.lower()
+        if host in self.down:
+            raise self.down[host]
+        try:
+            return ask()
+        except RegistryError as exc:
+            if isinstance(exc.__cause__, httpx.TransportError):  # no answer at all
+                self.down[host] = exc
+            raise
 
 
 def registry_base_url(name: ModelName, *, insecure: bool = False,
