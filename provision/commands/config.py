@@ -27,14 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "config",
         parents=[common_options()],
-        help="write the Codex config for this Ollama server (a profile, by default)",
-        description="Write what the installed Codex release reads to use this Ollama server: "
-        "a profile (`codex --profile ollama`) by default, the user's other settings kept "
-        "byte for byte. Exit 0 written or unchanged, 1 written but Codex or the server is "
-        "not ready for it, 2 input error (bad flag, invalid or read-only file).",
+        help="write a client's config for this Ollama server (Codex by default)",
+        description="Write what a client reads to use this Ollama server, the user's other "
+        "settings kept byte for byte: for Codex (the default) what the installed release "
+        "reads, a profile (`codex --profile ollama`) by default; `--client dbgpt`: DB-GPT's "
+        "TOML. Exit 0 written or unchanged, 1 written but the client or the server is not "
+        "ready for it, 2 input error (bad flag, invalid or read-only file).",
     )
     parser.add_argument("model", nargs="?", metavar="MODEL",
-                        help="the model Codex should use (default: the profile's, else the "
+                        help="the (chat) model to use (default: Codex's profile's, else the "
                         "server's model when it has one; with several, name one)")
     parser.add_argument("--client", default="codex", metavar="NAME",
                         help="the tool to configure: codex (default), dbgpt (its TOML, "
