@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 import time
 
 from tests.double.catalog import CATALOG
@@ -43,10 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log requests")
     args = parser.parse_args(argv)
     if args.list_catalog:
-        for model in CATALOG.values():
-            arts = model.artifacts()
-            print(f"{model.short:50} {model.quant:7} {arts.size:>13,d} B  header "
-                  f"{arts.weights.header_size:>10,d} B  {model.param_size}")
+        try:
+            for model in CATALOG.values():
+                arts = model.artifacts()
+                print(f"{model.short:50} {model.quant:7} {arts.size:>13,d} B  header "
+                      f"{arts.weights.header_size:>10,d} B  {model.param_size}", flush=True)
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     server: OllamaTestServer | NotOllamaServer
     if args.not_ollama:
