@@ -414,8 +414,10 @@ class HostRun:
                         error = f"its base {pulled.short} failed to pull: {error}"
                 elif outcome.changed:
                     status = HostModelStatus.CHANGED
-            elif found.state == DriftState.MISSING:
-                status, error = HostModelStatus.FAILED, "not on the host"  # a pull that never ran
+            elif found.state == DriftState.MISSING:  # a pull that never ran (errors say why)
+                status = HostModelStatus.FAILED
+                error = f"its base {pulled.short} is not on the host" if spec.is_custom \
+                    else "not on the host"
             if spec.is_custom and status != HostModelStatus.FAILED and name.key in created:
                 made = created[name.key]
                 action = made.status

@@ -386,12 +386,11 @@ def _models_source(inventory: FleetInventory, options: FleetOptions, env: dict[s
 
 
 def _declared(inventory: FleetInventory) -> list[ModelName]:
-    """Every model a host would get, each once (custom models: their bases)."""
-    seen: dict[tuple[str, str, str, str], ModelName] = {}
-    for host in inventory.hosts:
-        for name in pull_names(Target.of(spec) for spec in host.models):
-            seen.setdefault(name.key, name)
-    return list(seen.values())
+    """Every model a bundle must hold, each once: the declared models. A custom model's
+    base need not be there (as for apply): a host that has it keeps it, and one that
+    lacks it fails on its own, naming the bundle, with nothing sent to it."""
+    return pull_names(Target.of(spec) for host in inventory.hosts for spec in host.models
+                      if not spec.is_custom)
 
 
 def _result(inventory: FleetInventory, options: FleetOptions, concurrency: int,

@@ -324,3 +324,28 @@ def test_fleet_bundle_without_a_declared_model_touches_no_host(made, start_serve
     line = one_error(done.stderr)
     assert "nosuch:7b" in line and str(made.v1) in line
     assert host.tags() == {} and host.blob_files() == []
+
+
+def test_fleet_bundle_takes_a_custom_models_base_from_the_host(made, start_server,
+                                                               tmp_path) -> None:
+    """A custom model whose base the bundle lacks: the host that has the base gets the
+    custom model; the one that lacks it is not ready, says why, and is sent nothing."""
+    has_base, lacks_base = start_server(tiny=True), start_server()
+    has_base.api("/api/copy", {"source": "tiny", "destination": "mybase:v1"})
+    custom = ('[[groups.all.models]]\nname = "mine"\nfrom = "mybase:v1"\n'
+              'system = "Answer in one word."\n\n[verify]\nnum_predict = 4\n')
+    inv = str(inventory(tmp_path / "fleet.toml",
+                        [("has-base", has_base.url), ("lacks-base", lacks_base.url)], (),
+                        custom))
+    code, doc, err = run_json(made.env, "fleet", "-i", inv, "--bundle", str(made.v1))
+    assert code == 1, err
+    hosts = {h["name"]: h for h in doc["hosts"]}
+    assert hosts["has-base"]["ready"] is True, hosts["has-base"]["errors"]
+    assert "mine:latest" in has_base.names()
+    assert has_base.show("mine")["system"] == "Answer in one word."
+    assert hosts["lacks-base"]["ready"] is False
+    why, model = hosts["lacks-base"]["errors"]
+    assert why == f"{made.v1} has no model mybase:v1 (it has: tiny:latest, tiny:sys)"
+    assert model == "mine:latest: its base mybase:v1 is not on the host"
+    assert lacks_base.tags() == {} and lacks_base.blob_files() == []
+
