@@ -55,6 +55,7 @@ from provision.hardware import (
     parse_assume,
     probe_machine,
     speed_range,
+    speed_words,
 )
 from provision.http import Timeouts
 from provision.models import (
@@ -316,7 +317,7 @@ class _Run:
                 if fit and fit.verdict == Verdict.PARTIAL:
                     row += f" ({fit.where})"
                 if fit and fit.fits and fit.tokens_per_second:  # verify measures it
-                    row += f", about {speed_range(fit.tokens_per_second)} tokens/s"
+                    row += f", {speed_words(fit.tokens_per_second)}"
                 if report is not None and report.needs is not None \
                         and report.needs.source == "rough":
                     row += " (rough estimate: the registry could not be read)"

@@ -80,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         _render_plain(report, out)
     if fits and not args.json:
-        from provision.hardware import speed_range
+        from provision.hardware import speed_words
 
         for name, fit in fits.items():
             speed = fit["tokens_per_second"]
             out.line(f"model {name}: {fit['verdict']}"
                      + (f" ({fit['where']})" if fit["where"] else "")
-                     + (f", about {speed_range(tuple(speed))} tokens/s" if speed else "")
+                     + (f", {speed_words(tuple(speed))}" if speed else "")
                      + (f": {fit['error']}" if fit["error"] else ""))
     if report.server.diagnosis is not None:
         out.diagnosis(report.server.diagnosis)

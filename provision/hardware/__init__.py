@@ -23,12 +23,12 @@ from provision.hardware.gate import (
 from provision.hardware.machine import Disk, Machine, probe_machine
 from provision.hardware.needs import ModelNeeds, from_registry, model_needs
 from provision.hardware.report import HardwareReport, ModelReport, assess, assess_model
-from provision.hardware.speed import speed_range
+from provision.hardware.speed import speed_range, speed_words
 
 __all__ = [
     "DEFAULT_MIN_TOKENS_PER_SECOND", "HARDWARE_KEYS", "REQUIREMENTS", "Assumption",
     "Candidate", "Disk", "Fit", "GateDecision", "HardwareReport", "HardwareSpec", "Machine",
     "ModelNeeds", "ModelReport", "Verdict", "assess", "assess_model", "fit_model",
     "from_registry", "gate", "machine_to_json", "model_needs", "parse_assume",
-    "probe_machine", "speed_range",
+    "probe_machine", "speed_range", "speed_words",
 ]

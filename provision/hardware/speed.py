@@ -83,3 +83,9 @@ def speed_range(speed: tuple[float, float] | None) -> str:
     if low > 1000:
         return ">1000"
     return f"{low:.0f}-{high:.0f}" if low >= 10 else f"{low:.1f}-{high:.1f}"
+
+
+def speed_words(speed: tuple[float, float]) -> str:
+    """In a sentence: `about 6.3-9.7 tokens/s`, `over 1000 tokens/s`."""
+    shown = speed_range(speed)
+    return f"over {shown[1:]} tokens/s" if shown.startswith(">") else f"about {shown} tokens/s"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from provision.names import ModelName
-from provision.server import OllamaServer, ServerError
+from provision.server import LoadedModel, OllamaServer, ServerError
 
 # Where the server runs a model: all on GPUs, partly, or on the CPU alone.
 PlacedOn = Literal["gpu", "partial", "cpu"]
@@ -55,6 +55,26 @@ def _options(num_ctx: int | None, extra: dict[str, Any] | None = None) -> dict[s
     return options
 
 
+def _runner_of(server: OllamaServer, name: ModelName) -> LoadedModel | None:
+    """Where the server runs `name`: its own `/api/ps` entry, else that of a model with
+    the same weights file. Ollama (0.32) serves a model from a runner already loaded with
+    its weights and options, and lists only the model that started it: a custom model
+    verified after its base shows up as the base."""
+    loaded = server.ps()
+    own = next((m for m in loaded if m.name.key == name.key), None)
+    if own is not None or not loaded:
+        return own
+    weights = _weights_file(server, name)
+    if weights is None:
+        return None
+    return next((m for m in loaded if _weights_file(server, m.name) == weights), None)
+
+
+def _weights_file(server: OllamaServer, name: ModelName) -> str | None:
+    show = server.show(name)  # asked once per run (the client keeps it)
+    return show.weights_file if show is not None else None
+
+
 def verify_model(
     server: OllamaServer,
     name: ModelName,
@@ -80,7 +100,7 @@ def verify_model(
     size = size_vram = context_length = None
     placement = None
     try:
-        entry = next((m for m in server.ps() if m.name.key == name.key), None)
+        entry = _runner_of(server, name)
     except ServerError:
         entry = None
     if entry is not None:

@@ -95,13 +95,21 @@ class MemoryModel(ModelStore):
         expires = now + (int(seconds * 1e9) if seconds is not None else 200 * 365 * 86400 * 10**9)
         with self._lock:
             current = self._loaded.get(inst.name.key)
+            runner = self._runner_for(inst) if current is None else None
+            if runner is not None and runner.context_length == place.context_length:
+                # As Ollama 0.32: a runner already loaded with these weights and this
+                # context serves the model too, and `/api/ps` lists only the model that
+                # started it (a custom model after its base shows up as the base).
+                runner.expires_ns = max(runner.expires_ns, expires)
+                return runner, 15_000_000
             fresh = current is None or current.context_length != place.context_length
         if fresh and self.load_delay and self._stopping.wait(self.load_delay):
             raise Stopping()
         loaded = Loaded(key=inst.name.key, name=inst.name.short, size=place.size,
                          size_vram=place.size_vram, context_length=place.context_length,
                          expires_ns=expires, digest=inst.digest, details=inst.details(),
-                         tokens_per_second=place.tokens_per_second)
+                         tokens_per_second=place.tokens_per_second,
+                         weights=inst.weights.digest)
         with self._lock:
             self._loaded[inst.name.key] = loaded
         load_ns = int((0.25 + inst.weights.size / 2e9) * 1e9) if fresh else 15_000_000
@@ -109,7 +117,15 @@ class MemoryModel(ModelStore):
 
     def _unload(self, inst: Installed) -> None:
         with self._lock:
-            self._loaded.pop(inst.name.key, None)
+            if self._loaded.pop(inst.name.key, None) is None:
+                runner = self._runner_for(inst)  # the runner that served it
+                if runner is not None:
+                    del self._loaded[runner.key]
+
+    def _runner_for(self, inst: Installed) -> Loaded | None:
+        """A loaded model holding `inst`'s weights (the caller holds the lock)."""
+        weights = inst.weights.digest
+        return next((m for m in self._loaded.values() if m.weights == weights), None)
 
     def _loaded_sorted(self) -> list[Loaded]:
         now = time.time_ns()

@@ -86,6 +86,7 @@ class Loaded:
     digest: str
     details: dict[str, Any]
     tokens_per_second: float
+    weights: str = ""  # the weights blob's digest: what the runner holds
 
 
 @dataclass(eq=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,6 +167,42 @@ def test_create_from_an_unknown_model_pulls_it_first(pair) -> None:
         ["pulling manifest", ""]
     for side in (real, double):
         assert side["events"][-1][1].startswith("pull model manifest: ")
+
+
+def test_a_model_with_loaded_weights_runs_in_that_runner(pair) -> None:
+    """A custom model that adds only a system prompt, asked after its base: the base's
+    runner serves it, and `/api/ps` lists the base alone (then unloading the custom model
+    unloads that runner)."""
+    seen = {}
+    for side, (base, _) in pair.items():
+        with httpx.Client(base_url=base, timeout=120) as http:
+            assert http.post("/api/create", json={"model": "contract-brief", "from": "tiny",
+                                                  "system": "be brief",
+                                                  "stream": False}).status_code == 200
+            for model in ("tiny", "contract-brief"):
+                http.post("/api/generate", json={"model": model, "keep_alive": 0,
+                                                 "stream": False})
+            _until_unloaded(http)
+            for model in ("tiny", "contract-brief"):
+                assert http.post("/api/generate", json={"model": model, "stream": False}
+                                 ).status_code == 200
+            listed = [m["name"] for m in http.get("/api/ps").json()["models"]]
+            http.post("/api/generate", json={"model": "contract-brief", "keep_alive": 0,
+                                             "stream": False})
+            seen[side] = (listed, _until_unloaded(http))
+            http.request("DELETE", "/api/delete", json={"model": "contract-brief"})
+    assert seen["double"] == seen["real"] == (["tiny:latest"], [])
+
+
+def _until_unloaded(http: httpx.Client, seconds: float = 30) -> list[str]:
+    """What `/api/ps` lists once nothing is loaded, or after `seconds` (unloading takes a
+    moment on the real server)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        listed = [m["name"] for m in http.get("/api/ps").json()["models"]]
+        if not listed or time.monotonic() > deadline:
+            return listed
+        time.sleep(0.1)
 
 
 def test_a_fresh_pull_streams_the_same_events(pair, real_server: RealOllama,

@@ -102,3 +102,27 @@ def test_config_then_codex_exec_answers_through_the_real_server(
                              check=True).stdout
     assert version.startswith("codex-cli ")
     shutil.rmtree(codex_home / "sessions", ignore_errors=True)
+
+
+def test_a_custom_model_run_by_its_bases_runner_is_placed(real_server: RealOllama, user_env,
+                                                          tmp_path) -> None:
+    """A custom model that only adds a system prompt runs in its base's runner, and
+    `/api/ps` lists only the base: verify still says where it runs, with the runner's
+    figures (it said `?` before)."""
+    for model in real_server.loaded():
+        unload(real_server, model["name"])
+    path = tmp_path / "manifest.toml"
+    path.write_text(f'[server]\nhost = "{real_server.url}"\n\n[[models]]\nname = "tiny"\n\n'
+                    '[[models]]\nname = "brief"\nfrom = "tiny"\nsystem = "Be brief."\n\n'
+                    "[codex]\nenabled = false\n\n[verify]\nnum_predict = 4\n")
+    done = run_cli(user_env, "apply", "--json", "-f", str(path))
+    assert done.returncode == 0, done.stderr
+    checks = {m["name"]: m["verification"] for m in json.loads(done.stdout)["models"]}
+    (runner,) = real_server.loaded()
+    assert runner["name"] == "tiny:latest"  # what the server shows: the base alone
+    for name in ("tiny:latest", "brief:latest"):
+        assert checks[name]["placement"] == "cpu", checks
+        assert (checks[name]["size"], checks[name]["size_vram"]) == \
+            (runner["size"], runner["size_vram"])
+    text = run_cli(user_env, "apply", "-f", str(path))
+    assert "brief:latest: cpu, " in text.stderr, text.stderr
