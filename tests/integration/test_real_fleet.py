@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import watched_servers
+from tests.integration.wiring import inventory
 from tests.real import (
     RealOllama,
     Registry,
@@ -59,14 +60,9 @@ def test_fleet_converges_sees_a_republished_tag_upgrades_and_syncs(
         hosts: list[RealOllama], real_server: RealOllama, registry: Registry,
         user_env, tmp_path) -> None:
     ref = real_server.publish("tiny", registry, "fleet/tiny:latest")
-    inventory = tmp_path / "fleet.toml"
-    lines = []
-    for i, srv in enumerate(hosts):
-        lines += ["[[hosts]]", f'name = "host-{i}"', f'url = "{srv.url}"', ""]
-    lines += ["[groups.all]", "[[groups.all.models]]", f'name = "{ref}"', "",
-              "[pull]", "insecure = true", "", "[verify]", "num_predict = 4"]
-    inventory.write_text("\n".join(lines) + "\n")
-    inv = str(inventory)
+    inv = str(inventory(tmp_path / "fleet.toml",
+                        ((f"host-{i}", srv.url) for i, srv in enumerate(hosts)), (ref,),
+                        "[pull]\ninsecure = true\n\n[verify]\nnum_predict = 4\n"))
     names = {f"host-{i}" for i in range(3)}
 
     code, doc = fleet(user_env, "-i", inv)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ACTIVE
+from tests.integration.conftest import watched_servers
 from tests.integration.throttle import ThrottledFront
-from tests.real import RealOllama, Registry, servers
+from tests.integration.wiring import inventory
+from tests.real import RealOllama, Registry
 from tests.screen import (
     PREEMPTED_PRINTS,
     SIZES,
@@ -104,25 +105,16 @@ def test_real_pull_keeps_the_lines_above_on_a_busy_machine(real_pull, slow_tiny:
 @pytest.fixture(scope="module")
 def fleet_hosts(ollama_dist: Path,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RealOllama]]:
-    with servers(ollama_dist, tmp_path_factory.mktemp("screen-fleet"), 2,
-                 with_tiny=False) as found:
-        ACTIVE.extend(found)
-        try:
-            yield found
-        finally:
-            for srv in found:
-                ACTIVE.remove(srv)
+    with watched_servers(ollama_dist, tmp_path_factory.mktemp("screen-fleet"), 2,
+                         with_tiny=False) as found:
+        yield found
 
 
 def test_real_fleet_log_says_each_host_once(fleet_hosts: list[RealOllama], slow_tiny: str,
                                             user_env: dict[str, str], tmp_path: Path) -> None:
-    inventory = tmp_path / "fleet.toml"
-    lines = []
-    for i, srv in enumerate(fleet_hosts):
-        lines += ["[[hosts]]", f'name = "host-{i}"', f'url = "{srv.url}"', ""]
-    lines += ["[groups.all]", "[[groups.all.models]]", f'name = "{slow_tiny}"', "",
-              "[pull]", "insecure = true", "", "[verify]", "num_predict = 4"]
-    inventory.write_text("\n".join(lines) + "\n")
-    run = run_plain("fleet", "-i", str(inventory), env=user_env, timeout=120)
+    path = inventory(tmp_path / "fleet.toml",
+                     ((f"host-{i}", srv.url) for i, srv in enumerate(fleet_hosts)),
+                     (slow_tiny,), "[pull]\ninsecure = true\n\n[verify]\nnum_predict = 4\n")
+    run = run_plain("fleet", "-i", str(path), env=user_env, timeout=120)
     assert run.code == 0, run.describe()
     assert_nothing_twice(run.lines, context=run.describe())
