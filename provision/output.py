@@ -150,6 +150,11 @@ def print_wrapped(text: str, stream: IO[str]) -> None:
           file=stream, flush=True)
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """`1 model`, `2 models`, `0 models` (`plural` where it is not noun + s)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def human_bytes(n: float) -> str:
     """Like the Ollama CLI: decimal units, 1 decimal (4.7 GB, 85 MB)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):

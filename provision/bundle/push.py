@@ -48,7 +48,7 @@ from provision.models.pull import (
 )
 from provision.models.registry import Layer, ModelManifest
 from provision.names import ModelName
-from provision.output import human_bytes
+from provision.output import counted, human_bytes
 from provision.result import Status
 from provision.server import ModelShow, OllamaServer, ServerError
 from provision.versions import format_version, parse_version
@@ -477,10 +477,9 @@ def outcome_text(outcome: PushOutcome) -> str:
         return outcome.error.message if outcome.error else outcome.status
     sent = (f"{human_bytes(outcome.bytes_sent)} sent" if outcome.blobs_sent
             else "nothing sent")
-    skipped = (f", {outcome.blobs_skipped} blob{'s' if outcome.blobs_skipped != 1 else ''} "
-               "already there" if outcome.blobs_skipped else "")
+    skipped = (f", {counted(outcome.blobs_skipped, 'blob')} already there"
+               if outcome.blobs_skipped else "")
     rate = (f" ({human_bytes(outcome.bytes_sent / outcome.duration)}/s)"
             if outcome.bytes_sent and outcome.duration > 0 else "")
-    retries = (f", {outcome.retries} {'retry' if outcome.retries == 1 else 'retries'}"
-               if outcome.retries else "")
+    retries = f", {counted(outcome.retries, 'retry', 'retries')}" if outcome.retries else ""
     return f"{outcome.status}: {sent}{skipped}{rate}{retries}"

@@ -19,7 +19,7 @@ from provision.errors import (
     EXIT_UNREACHABLE,
     ProvisionError,
 )
-from provision.output import human_bytes
+from provision.output import counted, human_bytes
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside the runs: `--help` stays instant
@@ -202,11 +202,10 @@ def run_create(args: argparse.Namespace) -> int:
 
 def _create_line(result: CreateResult, label: str) -> str:
     from provision.models.progress import format_duration
-    from provision.output import human_bytes
 
     count = len(result.index.models)
     kept = f", {human_bytes(result.kept)} kept from an interrupted run" if result.kept else ""
-    return (f"wrote {result.path}: {count} model{'s' if count != 1 else ''}, "
+    return (f"wrote {result.path}: {counted(count, 'model')}, "
             f"{human_bytes(result.size)} ({human_bytes(result.fetched)} from {label}{kept}, "
             f"{format_duration(result.duration)})")
 
@@ -257,7 +256,7 @@ def _render_inspect(out: Output, path: Path, summary: BundleSummary) -> None:
     count = len(summary.models)
     shared = (f", {human_bytes(summary.shared_bytes)} shared between models"
               if summary.shared_bytes else "")
-    out.line(f"{path}: {count} model{'s' if count != 1 else ''}, "
+    out.line(f"{path}: {counted(count, 'model')}, "
              f"{human_bytes(summary.file_size)}{shared}")
     for m in summary.models:
         facts = " ".join(f for f in (m.family, m.parameter_size, m.quantization) if f)
@@ -318,8 +317,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def _verify_line(path: Path, reader: BundleReader, result: VerifyResult) -> str:
     models, blobs = len(reader.index.models), len(reader.index.blobs)
-    return (f"{path}: intact, every digest matches ({models} model{'s' if models != 1 else ''}"
-            f", {blobs} blob{'s' if blobs != 1 else ''}, {human_bytes(result.checked_bytes)})")
+    return (f"{path}: intact, every digest matches ({counted(models, 'model')}, "
+            f"{counted(blobs, 'blob')}, {human_bytes(result.checked_bytes)})")
 
 
 def _verify_result(path: Path, result: VerifyResult, exit_code: int) -> CommandResult:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from provision.commands import common_options, positive_float, server_and_models
 from provision.errors import EXIT_NOT_READY, EXIT_UNREACHABLE
-from provision.output import human_bytes
+from provision.output import counted, human_bytes
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             )
         fits = {}
         if args.hardware and report.server.reachable and names:
-            with out.activity(f"judging {len(names)} model{'s' if len(names) != 1 else ''} "
+            with out.activity(f"judging {counted(len(names), 'model')} "
                               "against this machine"):
                 fits = _judge(report, server)
     if args.json:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provision.commands import positive_float, whole_number
+from provision.output import counted
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     concurrency = min(options.concurrency or inventory.concurrency, len(inventory.hosts))
     _allow_sockets(concurrency)
     count = len(inventory.hosts)
-    out.info(f"fleet: {count} host{'s' if count != 1 else ''} from "
+    out.info(f"fleet: {counted(count, 'host')} from "
              f"{short_path(inventory.source)}, {concurrency} at once"
              + (" (dry run)" if args.dry_run else ""))
     terminal = stream_is_live(sys.stderr)
@@ -173,7 +174,7 @@ def _check_proxies(inventory: FleetInventory) -> None:
 
 def _prompt(removals: list[tuple[str, tuple[str, ...]]]) -> bool:
     count = sum(len(models) for _, models in removals)
-    print(f"--sync would remove {count} undeclared model{'s' if count != 1 else ''}:",
+    print(f"--sync would remove {counted(count, 'undeclared model')}:",
           file=sys.stderr)
     for host, models in removals:
         print(f"  {host}: {', '.join(models)}", file=sys.stderr)

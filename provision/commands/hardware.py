@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from provision.commands import common_options, whole_number
-from provision.output import human_bytes, short_path
+from provision.output import counted, human_bytes, short_path
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             owned.enter_context(server)
         if names and not args.offline:  # registry reads: seconds on a slow link
-            count = f"{len(names)} model{'s' if len(names) != 1 else ''}"
+            count = counted(len(names), "model")
             owned.enter_context(out.activity(f"judging {count} (what each needs: from the "
                                              "server, else the registry)"))
         report = assess(names, machine, server=server, num_ctx=args.num_ctx,

@@ -23,7 +23,7 @@ from provision.errors import (
     ProvisionError,
     UsageError,
 )
-from provision.output import human_bytes, short_path, stream_is_live
+from provision.output import counted, human_bytes, short_path, stream_is_live
 from provision.result import CommandResult
 
 if TYPE_CHECKING:  # the real imports happen inside run(): `--help` stays instant
@@ -285,7 +285,7 @@ def _dry_run(out: Output, server: OllamaServer, names: list[ModelName],
     from provision.models import build_plan
 
     with out.activity(f"reading the {'bundle' if bundle is not None else 'registry'} for "
-                      f"{len(names)} model{'s' if len(names) != 1 else ''}"):
+                      f"{counted(len(names), 'model')}"):
         plan = build_plan(names, server, server.tags(), force=options.force,
                           insecure=options.insecure,
                           registry=StoreFiles(bundle) if bundle is not None else None)
@@ -340,8 +340,7 @@ def _render_plan(out: Output, plan: DownloadPlan,
         return
     pulls = [m for m in plan.models if m.will_pull and not m.error]
     width = max((len(m.name.short) for m in plan.models), default=0)
-    out.line(f"dry run: {len(pulls)} of {len(plan.models)} "
-             f"model{'s' if len(plan.models) != 1 else ''} would be {how}")
+    out.line(f"dry run: {len(pulls)} of {counted(len(plan.models), 'model')} would be {how}")
     for m in plan.models:
         label = m.name.short.ljust(width)
         if not m.will_pull:

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Callable
 from provision.fleet.host import FINAL_STATES, HostResult, HostState, HostStatus
 from provision.fleet.run import FleetResult
 from provision.live import LineLog, LiveView
-from provision.output import human_bytes, wrap_line
+from provision.output import counted, human_bytes, wrap_line
 
 if TYPE_CHECKING:  # rich is imported where a terminal is drawn (tens of ms otherwise)
     from rich.console import Console, RenderableType
@@ -235,15 +235,15 @@ def source_lines(result: FleetResult) -> list[str]:
     if source.kind == "registry":
         return []
     count = result.hosts_sent
-    sent = (f"{human_bytes(result.sent_bytes)} sent to {count} host{'s' if count != 1 else ''}"
+    sent = (f"{human_bytes(result.sent_bytes)} sent to {counted(count, 'host')}"
             if result.sent_bytes else "nothing sent (every host had it)")
     if source.cache is None:
         return [f"bundle: {sent} from {Path(source.path or '').name}"]
     c = source.cache
     if not (c.registry_bytes or c.cached_bytes or result.sent_bytes):
         return ["seed: nothing to send (every host had its models)"]
-    return [f"seed: {human_bytes(c.registry_bytes)} from the registry ({c.registry_blobs} "
-            f"blob{'s' if c.registry_blobs != 1 else ''}), {human_bytes(c.cached_bytes)} "
+    return [f"seed: {human_bytes(c.registry_bytes)} from the registry "
+            f"({counted(c.registry_blobs, 'blob')}), {human_bytes(c.cached_bytes)} "
             "from the cache", f"seed: {sent}"]
 
 

@@ -36,7 +36,7 @@ from provision.models.pull import (
     Retrying,
     StatusChanged,
 )
-from provision.output import fit, human_bytes
+from provision.output import counted, fit, human_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -229,10 +229,9 @@ def _outcome_parts(outcome: PullOutcome) -> tuple[str, list[str]]:
     if moved and outcome.duration > 0:
         extra.append(f"{human_bytes(moved / outcome.duration)}/s")
     if outcome.blobs_skipped:
-        extra.append(f"{outcome.blobs_skipped} blob{'s' if outcome.blobs_skipped != 1 else ''}"
-                     " already there")
+        extra.append(f"{counted(outcome.blobs_skipped, 'blob')} already there")
     if outcome.retries:
-        extra.append(f"{outcome.retries} {'retry' if outcome.retries == 1 else 'retries'}")
+        extra.append(counted(outcome.retries, "retry", "retries"))
     if outcome.resumed:
         extra.append("resumed a partial download")
     return core, extra

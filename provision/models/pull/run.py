@@ -35,6 +35,7 @@ from provision.models.pull.events import (
 from provision.models.pull.stream import Attempt, ModelRun
 from provision.models.pull.watchdog import Watchdog
 from provision.names import ModelName
+from provision.output import counted
 from provision.server import Inventory, OllamaServer, ServerError
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,8 @@ class _Puller:
             if run.retries >= options.retries:
                 gave_up = PullError(
                     error.kind,
-                    f"{error.message} (gave up after {run.retries} "
-                    f"{'retry' if run.retries == 1 else 'retries'})",
+                    f"{error.message} (gave up after "
+                    f"{counted(run.retries, 'retry', 'retries')})",
                     hint=error.hint or "run the same command again: it resumes where it "
                     "stopped; --retries and --stall-timeout allow more patience",
                     detail=error.detail,
